@@ -1,0 +1,212 @@
+"""`BinarizeConfig`: every knob of a BiTAT run, validated when it is made."""
+
+import math
+from collections.abc import Mapping, Sequence
+
+from bitat_tf.errors import ConfigError
+
+# The paper's ablation (Figure 7, left), each a setting of the same code: (transform on, cross-layer
+# blocks, how input dimensions are reduced).
+VARIANTS = {
+    "bitat": (True, True, "kmeans"),
+    "sequential": (False, False, "none"),
+    "intra": (True, False, "none"),
+    "cross": (True, True, "none"),
+    "filterwise": (True, True, "filterwise"),
+    "svd": (True, True, "svd"),
+}
+THRESHOLD_INITS = ("mean", "median", "zero")
+
+
+def _check(ok, name, value, must):
+    if not ok:
+        raise ConfigError(f"BinarizeConfig: {name} must be {must}, got {value!r}.")
+
+
+class BinarizeConfig:
+    """Configuration of `bitat_tf.binarize`; keyword-only, validated in `__init__`.
+
+    # Arguments
+        variant: "bitat" (full method: PCA transforms, cross-layer blocks, k-means aggregation),
+            "sequential" (progressive training without transform), "intra" (per-layer transforms),
+            "cross" (cross-layer, no aggregation), "filterwise" (one group per input channel's filter)
+            or "svd" (top-k principal directions instead of groups).
+        max_groups: k, the largest number of input-dimension groups per layer (Algorithm 1).
+        quant_weight: lambda, weight of the transformed quantisation error. The term is
+            `||diag(s) V^T P E||_F^2 / d_out`: at initialisation, the mean over output channels of the squared
+            output error per input position that binarizing the kernel causes.
+        l1_weight: gamma, weight of `mean(|alpha * sign(W)|)` (= mean of alpha) of the current layer.
+        reg_weight: weight of `||V V^T - I||_F^2 + (sigma - sum(log s))^2`.
+        epochs_per_layer / finetune_epochs: budget of each layer's quantisation step and of the fine-tune
+            of the layers above it, in epochs of `dataset` (fractions allowed).
+        steps_per_layer / finetune_steps: the same budgets in optimizer steps; when given they replace the
+            epoch budgets.
+        final_finetune_epochs: a last fine-tune of all remaining full-precision parameters (0 = none).
+        learning_rate / finetune_learning_rate: Adam step sizes (cosine decay within each step).
+        blocks: the block partition: "auto" (from layer names and the graph), an int (fixed-size groups of
+            consecutive binarizable layers), or a list of lists of layer names.
+        binarize_first / binarize_last: binarize the first layer that sees the raw input / the classifier.
+        binarize_depthwise: binarize DepthwiseConv2D layers (LCE has no binary depthwise kernel).
+        binarize_dense: binarize Dense layers other than the classifier.
+        keep_full_precision / force_binarize: layer names or layer class names that override the policy.
+        threshold_init: how the input threshold beta starts: "mean", "median" or "zero" (plain sign).
+        capture_rows: rows of the patch matrix X sampled per layer.
+        capture_batches: dataset batches read to capture X.
+        capture_memory_mb: bound on the feature maps held while capturing.
+        kmeans_rows: rows of X used by k-means (clustering cost is linear in it).
+        seed: seeds sampling, k-means and TensorFlow.
+        loss: a Keras loss; by default the model's compiled loss, or a crossentropy chosen from the
+            labels and whether the model ends in a softmax.
+    """
+
+    def __init__(
+        self,
+        *,
+        variant="bitat",
+        max_groups=32,
+        quant_weight=1.0,
+        l1_weight=0.0,
+        reg_weight=1.0,
+        epochs_per_layer=1.0,
+        finetune_epochs=0.5,
+        steps_per_layer=None,
+        finetune_steps=None,
+        final_finetune_epochs=0.0,
+        learning_rate=1e-3,
+        finetune_learning_rate=5e-4,
+        blocks="auto",
+        binarize_first=False,
+        binarize_last=False,
+        binarize_depthwise=False,
+        binarize_dense=True,
+        keep_full_precision=(),
+        force_binarize=(),
+        threshold_init="mean",
+        capture_rows=4096,
+        capture_batches=8,
+        capture_memory_mb=512,
+        kmeans_rows=2048,
+        seed=0,
+        loss=None,
+    ):
+        _check(variant in VARIANTS, "variant", variant, f"one of {sorted(VARIANTS)}")
+        _check(_is_int(max_groups) and max_groups >= 1, "max_groups", max_groups, "an integer >= 1")
+        for name, value in (("quant_weight", quant_weight), ("l1_weight", l1_weight),
+                            ("reg_weight", reg_weight)):
+            _check(_is_real(value) and value >= 0, name, value, "a finite number >= 0")
+        for name, value in (("epochs_per_layer", epochs_per_layer), ("finetune_epochs", finetune_epochs),
+                            ("final_finetune_epochs", final_finetune_epochs)):
+            _check(_is_real(value) and value >= 0, name, value, "a finite number of epochs >= 0")
+        for name, value in (("steps_per_layer", steps_per_layer), ("finetune_steps", finetune_steps)):
+            _check(value is None or (_is_int(value) and value >= 0), name, value,
+                   "None or an integer >= 0")
+        if (steps_per_layer if steps_per_layer is not None else epochs_per_layer) == 0:
+            raise ConfigError("BinarizeConfig: the quantisation budget is zero (epochs_per_layer=0 and no "
+                              "steps_per_layer): each layer needs at least one step of training.")
+        for name, value in (("learning_rate", learning_rate),
+                            ("finetune_learning_rate", finetune_learning_rate)):
+            _check(_is_real(value) and 0 < value < 1, name, value, "a number in (0, 1)")
+        _check(_valid_blocks(blocks), "blocks", blocks,
+               '"auto", an integer >= 1, or a list of lists of layer names')
+        _check(threshold_init in THRESHOLD_INITS, "threshold_init", threshold_init,
+               f"one of {THRESHOLD_INITS}")
+        for name, value in (("capture_rows", capture_rows), ("capture_batches", capture_batches),
+                            ("capture_memory_mb", capture_memory_mb), ("kmeans_rows", kmeans_rows)):
+            _check(_is_int(value) and value >= 1, name, value, "an integer >= 1")
+        _check(_is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0")
+        keep, force = _names(keep_full_precision, "keep_full_precision"), _names(
+            force_binarize, "force_binarize")
+        both = sorted(set(keep) & set(force))
+        if both:
+            raise ConfigError(f"BinarizeConfig: {both} appear in both keep_full_precision and "
+                              "force_binarize; name each layer or type in one of them only.")
+        self.variant = variant
+        self.max_groups = int(max_groups)
+        self.quant_weight = float(quant_weight)
+        self.l1_weight = float(l1_weight)
+        self.reg_weight = float(reg_weight)
+        self.epochs_per_layer = float(epochs_per_layer)
+        self.finetune_epochs = float(finetune_epochs)
+        self.steps_per_layer = steps_per_layer
+        self.finetune_steps = finetune_steps
+        self.final_finetune_epochs = float(final_finetune_epochs)
+        self.learning_rate = float(learning_rate)
+        self.finetune_learning_rate = float(finetune_learning_rate)
+        self.blocks = blocks if isinstance(blocks, (str, int)) else [list(b) for b in blocks]
+        self.binarize_first = bool(binarize_first)
+        self.binarize_last = bool(binarize_last)
+        self.binarize_depthwise = bool(binarize_depthwise)
+        self.binarize_dense = bool(binarize_dense)
+        self.keep_full_precision = keep
+        self.force_binarize = force
+        self.threshold_init = threshold_init
+        self.capture_rows = int(capture_rows)
+        self.capture_batches = int(capture_batches)
+        self.capture_memory_mb = int(capture_memory_mb)
+        self.kmeans_rows = int(kmeans_rows)
+        self.seed = int(seed)
+        self.loss = loss
+
+    # The variant decides these three; they are read-only views so a config cannot contradict itself.
+    @property
+    def use_transform(self):
+        return VARIANTS[self.variant][0] and self.quant_weight > 0
+
+    @property
+    def cross_layer(self):
+        return VARIANTS[self.variant][1]
+
+    @property
+    def reduction(self):
+        return VARIANTS[self.variant][2]
+
+    def get_config(self):
+        """A JSON-serializable dict; `BinarizeConfig(**config)` rebuilds an equal config."""
+        config = dict(vars(self))
+        config["keep_full_precision"] = list(self.keep_full_precision)
+        config["force_binarize"] = list(self.force_binarize)
+        if config["loss"] is not None and not isinstance(config["loss"], str):
+            config["loss"] = getattr(config["loss"], "name", type(config["loss"]).__name__)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return isinstance(other, BinarizeConfig) and self.get_config() == other.get_config()
+
+    def __repr__(self):
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"BinarizeConfig({fields})"
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _valid_blocks(blocks):
+    if blocks == "auto":
+        return True
+    if _is_int(blocks):
+        return blocks >= 1
+    if isinstance(blocks, str) or not isinstance(blocks, Sequence):
+        return False
+    return all(
+        isinstance(b, Sequence) and not isinstance(b, str) and len(b) > 0
+        and all(isinstance(n, str) for n in b)
+        for b in blocks
+    )
+
+
+def _names(value, name):
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, Mapping) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"BinarizeConfig: {name} must be a list of layer names or layer class names, "
+                          f"got {value!r}.")
+    return tuple(value)

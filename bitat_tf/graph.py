@@ -1,0 +1,230 @@
+"""Layer-graph analysis: which layers are binarized and why, the block partition, and the Larq twin.
+
+Analysis never touches the user's model; `to_larq` clones it and copies the weights.
+"""
+
+import dataclasses
+import re
+
+from bitat_tf._compat import is_keras3_model, keras, larq
+from bitat_tf.errors import UnsupportedModelError
+from bitat_tf.quantizers import ScaledSign, ThresholdSign
+
+L = keras.layers
+
+# The declarative table: a binarizable Keras layer type, its Larq counterpart, the name of its kernel,
+# and how many trailing kernel axes index an output channel.
+BINARIZABLE = {
+    L.Conv2D: (larq.layers.QuantConv2D, "kernel", 1),
+    L.Dense: (larq.layers.QuantDense, "kernel", 1),
+    L.DepthwiseConv2D: (larq.layers.QuantDepthwiseConv2D, "depthwise_kernel", 2),
+}
+_QUANTIZER_ARG = {L.DepthwiseConv2D: "depthwise_quantizer"}
+_WEIGHT_LAYERS = (L.Conv1D, L.Conv2D, L.Conv3D, L.Dense, L.DepthwiseConv2D, L.SeparableConv2D,
+                  L.Conv2DTranspose, L.LocallyConnected2D)
+
+
+@dataclasses.dataclass
+class LayerPlan:
+    """What happens to one weight layer: binarized or kept, and why."""
+
+    name: str
+    type: str
+    binarize: bool
+    reason: str
+    index: int
+
+
+@dataclasses.dataclass
+class Plan:
+    """The layers of a model in topological order, the policy's decisions, and the block partition."""
+
+    layers: list  # LayerPlan for every weight layer
+    blocks: list  # lists of names of binarized layers, bottom to top
+
+    @property
+    def binarized(self):
+        return [p.name for p in self.layers if p.binarize]
+
+    def __getitem__(self, name):
+        return next(p for p in self.layers if p.name == name)
+
+
+def check_model(model):
+    """Raise UnsupportedModelError unless `model` is a built tf_keras Functional or Sequential model."""
+    if is_keras3_model(model):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is a Keras 3 model; bitat_tf works on tf_keras (Keras 2) models. "
+            "Convert it with `bitat_tf.keras3.to_tf_keras(model)` (binarize does this when every layer is a "
+            "common one) or rebuild it with `import tf_keras`.")
+    if not isinstance(model, keras.Model):
+        raise UnsupportedModelError(
+            f"expected a tf_keras.Model, got {type(model).__name__}. Pass a built Functional or Sequential "
+            "model.")
+    if not getattr(model, "built", False) or not model.inputs:
+        raise UnsupportedModelError(
+            f"model {model.name!r} is not built: it has no defined inputs. Build it first, e.g. give the "
+            "Sequential model an `Input(shape)` layer or call `model.build(input_shape)` on it.")
+    if not getattr(model, "_is_graph_network", False) and not isinstance(model, keras.Sequential):
+        raise UnsupportedModelError(
+            f"model {model.name!r} is a subclassed keras.Model ({type(model).__name__}); its layer graph "
+            "cannot be analysed or cloned. Rebuild it with the Functional API or keras.Sequential.")
+    nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+    if nested:
+        raise UnsupportedModelError(
+            f"model {model.name!r} contains nested models {nested}; flatten them into one Functional "
+            "model (call their layers on the outer model's tensors) before binarizing.")
+
+
+def make_plan(model, config):
+    """Decide, for every weight layer in topological order, whether it is binarized and why."""
+    check_model(model)
+    weight_layers = [layer for layer in model.layers if isinstance(layer, _WEIGHT_LAYERS)]
+    first = weight_layers[0].name if weight_layers else None
+    last = weight_layers[-1].name if weight_layers else None
+    plans = []
+    for index, layer in enumerate(model.layers):
+        if isinstance(layer, _WEIGHT_LAYERS):
+            binarize, reason = _decide(layer, config, first, last)
+            plans.append(LayerPlan(layer.name, type(layer).__name__, binarize, reason, index))
+    _check_overrides(model, config)
+    if not any(p.binarize for p in plans):
+        raise UnsupportedModelError(
+            f"model {model.name!r} has no layer to binarize under this policy (weight layers: "
+            f"{[(p.name, p.type, p.reason) for p in plans]}). Binarizable types are Conv2D, Dense and "
+            "DepthwiseConv2D; use force_binarize=[...] to binarize the first or last layer.")
+    binarized = [p.name for p in plans if p.binarize]
+    return Plan(plans, partition_blocks(model, binarized, config))
+
+
+def _decide(layer, config, first, last):
+    kind = type(layer)
+    named = {layer.name, kind.__name__}
+    if named & set(config.force_binarize):
+        if kind not in BINARIZABLE:
+            raise UnsupportedModelError(
+                f"layer {layer.name!r} of type {kind.__name__} is in force_binarize but bitat_tf can only "
+                f"binarize {[k.__name__ for k in BINARIZABLE]}; remove it from force_binarize.")
+        return True, "forced by force_binarize"
+    if named & set(config.keep_full_precision):
+        return False, "kept by keep_full_precision"
+    if kind not in BINARIZABLE:
+        return False, f"{kind.__name__} has no binary counterpart here"
+    if layer.name == first and not config.binarize_first:
+        return False, "first layer (sees the raw input)"
+    if layer.name == last and not config.binarize_last:
+        return False, "classifier (last layer)"
+    if kind is L.DepthwiseConv2D and not config.binarize_depthwise:
+        return False, "depthwise (LCE has no binary depthwise kernel)"
+    if kind is L.Dense and not config.binarize_dense:
+        return False, "dense (binarize_dense=False)"
+    return True, "binarizable"
+
+
+def _check_overrides(model, config):
+    known = {layer.name for layer in model.layers} | {type(layer).__name__ for layer in model.layers}
+    unknown = sorted(set(config.keep_full_precision + config.force_binarize) - known)
+    if unknown:
+        raise UnsupportedModelError(
+            f"keep_full_precision/force_binarize name {unknown}, which are neither layer names nor layer "
+            f"types of model {model.name!r}; check the spelling (model.summary() lists the names).")
+
+
+def partition_blocks(model, binarized, config):
+    """Group the binarized layers (topological order) into blocks of consecutive layers."""
+    if not config.cross_layer:
+        return [[name] for name in binarized]
+    if isinstance(config.blocks, int):
+        return [binarized[i:i + config.blocks] for i in range(0, len(binarized), config.blocks)]
+    if config.blocks == "auto":
+        return _auto_blocks(binarized)
+    listed = [name for block in config.blocks for name in block]
+    if sorted(listed) != sorted(binarized) or len(set(listed)) != len(listed):
+        raise UnsupportedModelError(
+            "config.blocks must name every binarized layer exactly once, in order; missing "
+            f"{sorted(set(binarized) - set(listed))}, not binarized or repeated "
+            f"{sorted(set(n for n in listed if listed.count(n) > 1) | (set(listed) - set(binarized)))}.")
+    if listed != binarized:
+        raise UnsupportedModelError(
+            f"config.blocks must list layers bottom to top; the model's order is {binarized}.")
+    return [list(block) for block in config.blocks]
+
+
+_BLOCK_PREFIX = re.compile(r"^(.*?block_?\d+|.*?stage_?\d+(?:_?unit_?\d+)?|conv\d+_block\d+)")
+
+
+def _auto_blocks(binarized):
+    """Blocks from architectural name prefixes (`block3_...`, `conv2_block1_...`); else pairs."""
+    prefixes = [_BLOCK_PREFIX.match(name) for name in binarized]
+    if all(prefixes):
+        blocks, current = [], None
+        for name, match in zip(binarized, prefixes):
+            if match.group(1) != current:
+                blocks.append([])
+                current = match.group(1)
+            blocks[-1].append(name)
+        return blocks
+    return [binarized[i:i + 2] for i in range(0, len(binarized), 2)]
+
+
+def to_larq(model, plan):
+    """Clone `model`, replacing each binarized layer by its Larq twin with inactive quantizers.
+
+    The clone computes exactly what the original computes until `set_binary(layer, True)`.
+    """
+    chosen = set(plan.binarized)
+
+    def clone(layer):
+        if layer.name not in chosen:
+            return layer.__class__.from_config(layer.get_config())
+        quant_cls, _, channel_axes = BINARIZABLE[type(layer)]
+        kwarg = _QUANTIZER_ARG.get(type(layer), "kernel_quantizer")
+        config = dict(layer.get_config())
+        config.update({
+            "input_quantizer": ThresholdSign(active=False),
+            kwarg: ScaledSign(channel_axes=channel_axes, active=False),
+            kwarg.replace("quantizer", "constraint"): "weight_clip",
+        })
+        return quant_cls(**config)
+
+    clone_model = keras.models.clone_model(model, clone_function=clone)
+    for old, new in zip(model.layers, clone_model.layers):
+        if old.name in chosen:
+            for weight_name in ("kernel", "depthwise_kernel", "bias"):
+                if getattr(old, weight_name, None) is not None:
+                    getattr(new, weight_name).assign(getattr(old, weight_name))
+        else:
+            new.set_weights(old.get_weights())
+    return clone_model
+
+
+def kernel_of(layer):
+    """The latent (real) kernel variable of a binarizable layer."""
+    name = "depthwise_kernel" if isinstance(layer, L.DepthwiseConv2D) else "kernel"
+    kernel = getattr(layer, name)
+    return getattr(kernel, "latent_variable", kernel)
+
+
+def weight_quantizer(layer):
+    return getattr(layer, "depthwise_quantizer", None) or layer.kernel_quantizer
+
+
+def set_binary(layer, on):
+    """Switch a Larq layer's input and weight binarization on or off (recompile afterwards).
+
+    'same' padding must pad the binary input with +1 (LCE's binary convolution pads with one), while the
+    full-precision input must be padded with zeros, so the pad value follows the switch.
+    """
+    layer.input_quantizer.active = on
+    weight_quantizer(layer).active = on
+    if getattr(layer, "padding", None) == "same" and hasattr(layer, "pad_values"):
+        layer.pad_values = 1.0 if on else 0.0
+        layer._is_native_padding = not on  # Larq decides at construction; the switch moves it with the value
+
+
+def following_batchnorm(layer):
+    """The BatchNormalization that alone consumes `layer`'s output, if any."""
+    consumers = [node.outbound_layer for node in layer._outbound_nodes]
+    if len(consumers) == 1 and isinstance(consumers[0], L.BatchNormalization):
+        return consumers[0]
+    return None

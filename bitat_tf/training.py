@@ -1,0 +1,76 @@
+"""`BitatTrainer`: a Keras model whose `train_step` adds BiTAT's terms to the task loss.
+
+Wrapping the working model (rather than patching it) keeps `fit`, callbacks, progress bars and distribution
+strategies as Keras users know them, and every loss term appears in `History` under its own name.
+"""
+
+from bitat_tf._compat import keras, tf
+from bitat_tf.capture import kernel_matrix
+from bitat_tf.graph import kernel_of, weight_quantizer
+
+TERMS = ("quant", "l1", "reg")
+
+
+class BitatTrainer(keras.Model):
+    """Trains `model` on `task loss + quant_weight * quant + l1_weight * l1 + reg_weight * reg`.
+
+    # Arguments
+        model: the working (partly binarized) model; its layers' `trainable` flags decide what trains.
+        penalty: a `transforms.StagePenalty` for the layer being binarized, or None (task loss only, as in
+            the fine-tune of the layers above).
+        layer: that layer (needed with a penalty).
+        weights: mapping of term name to weight.
+    """
+
+    def __init__(self, model, *, penalty=None, layer=None, weights=None, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = model
+        self.penalty = penalty
+        self._layer_name = layer.name if layer is not None else None
+        self.term_weights = dict(weights or {})
+        # Keras' own "loss" metric is the task loss; the total and each BiTAT term get their own.
+        names = ("total_loss",) + (tuple(f"{t}_loss" for t in TERMS) if penalty is not None else ())
+        self.trackers = [keras.metrics.Mean(name=n) for n in names]
+
+    def call(self, inputs, training=False):
+        return self.inner(inputs, training=training)
+
+    @property
+    def metrics(self):
+        return super().metrics + self.trackers
+
+    def penalty_terms(self):
+        """The unweighted BiTAT terms for the current layer, with its kernel as seen by the layer."""
+        layer = self.inner.get_layer(self._layer_name)
+        alpha = weight_quantizer(layer).alpha
+        return self.penalty.terms(kernel_matrix(layer, kernel_of(layer)), alpha)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            task = self.compiled_loss(y, y_pred, sample_weight, regularization_losses=self.losses)
+            total, values = task, []
+            if self.penalty is not None:
+                terms = self.penalty_terms()
+                for name in TERMS:
+                    total += self.term_weights.get(name, 0.0) * terms[name]
+                    values.append(terms[name])
+            values.insert(0, total)
+        variables = self.trainable_variables
+        grads = tape.gradient(total, variables)
+        # Quantizers that are still switched off (layers above this one) get no gradient: skip them.
+        self.optimizer.apply_gradients((g, v) for g, v in zip(grads, variables) if g is not None)
+        self.compiled_metrics.update_state(y, y_pred, sample_weight)
+        for tracker, value in zip(self.trackers, values):
+            tracker.update_state(value)
+        return {m.name: m.result() for m in self.metrics}
+
+
+def make_optimizer(learning_rate, steps):
+    """Adam with cosine decay to zero over `steps`."""
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(int(steps), 1))
+    return keras.optimizers.Adam(schedule)
+
+
+__all__ = ["BitatTrainer", "make_optimizer", "TERMS"]

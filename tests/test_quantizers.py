@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+
+from bitat_tf._compat import keras, larq, tf
+from bitat_tf.quantizers import ScaledSign, ThresholdSign, custom_objects, scaled_sign, threshold_init
+
+
+def test_scaled_sign_forward_takes_plus_minus_alpha_per_channel_and_sign0_is_plus():
+    w = tf.constant([[0.3, -0.2], [0.0, 0.5], [-1.5, -0.0]])
+    alpha = tf.constant([0.1, 2.0])
+    out = scaled_sign(w, alpha).numpy()
+    np.testing.assert_allclose(out, [[0.1, -2.0], [0.1, 2.0], [-0.1, 2.0]])
+
+
+def test_scaled_sign_gradients_are_clipped_ste_for_w_and_exact_for_alpha():
+    w = tf.Variable([[0.3, -0.2], [2.0, 0.5], [-1.5, -0.9]])
+    alpha = tf.Variable([0.1, 2.0])
+    dy = tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(scaled_sign(w, alpha) * dy)
+    dw, dalpha = tape.gradient(y, [w, alpha])
+    inside = np.abs(w.numpy()) <= 1
+    np.testing.assert_allclose(dw.numpy(), np.where(inside, dy.numpy() * alpha.numpy(), 0.0), rtol=1e-6)
+    np.testing.assert_allclose(dalpha.numpy(), (dy.numpy() * np.sign(w.numpy())).sum(0), rtol=1e-6)
+
+
+def test_threshold_sign_forward_and_approx_sign_gradient():
+    q = ThresholdSign()
+    x = tf.Variable([[0.5, 0.0], [1.5, -0.25], [0.2, 0.1]])
+    q.build(x.shape)
+    q.beta.assign([0.5, -0.5])
+    with tf.GradientTape() as tape:
+        y = q(x)
+    np.testing.assert_array_equal(y.numpy(), [[1, 1], [1, 1], [-1, 1]])
+    d = x.numpy() - np.array([0.5, -0.5])
+    expected = np.where(np.abs(d) <= 1, 2 - 2 * np.abs(d), 0.0)
+    np.testing.assert_allclose(tape.gradient(y, x).numpy(), expected, rtol=1e-6)
+
+
+def test_gradient_reaches_threshold_beta():
+    q = ThresholdSign()
+    x = tf.constant([[0.2, 0.4]])
+    q.build(x.shape)
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(q(x))
+    np.testing.assert_allclose(tape.gradient(y, q.beta).numpy(), [-(2 - 0.4), -(2 - 0.8)], rtol=1e-6)
+
+
+def test_inactive_quantizers_are_identity():
+    x = tf.constant(np.random.default_rng(0).normal(size=(4, 3)).astype("float32"))
+    for q in (ScaledSign(active=False), ThresholdSign(active=False)):
+        np.testing.assert_array_equal(q(x).numpy(), x.numpy())
+
+
+def test_scaled_sign_init_is_mean_abs_per_output_channel():
+    q = ScaledSign()
+    kernel = np.random.default_rng(1).normal(size=(3, 3, 4, 5)).astype("float32")
+    q.build(kernel.shape)
+    q.init_from(kernel)
+    np.testing.assert_allclose(q.alpha.numpy(), np.abs(kernel).mean(axis=(0, 1, 2)), rtol=1e-6)
+    dw = ScaledSign(channel_axes=2)
+    dw.build(kernel.shape)
+    dw.init_from(kernel)
+    assert dw.alpha.shape == (4, 5)
+
+
+@pytest.mark.parametrize("method", ["mean", "median"])
+def test_threshold_init_keeps_both_signs_after_relu(method):
+    rng = np.random.default_rng(0)
+    relu_out = np.maximum(rng.normal(size=(2000, 8)), 0).astype("float32")  # half exact zeros
+    beta = threshold_init(relu_out, method)
+    signs = np.where(relu_out - beta >= 0, 1, -1)
+    assert np.all((signs == 1).any(0)) and np.all((signs == -1).any(0))
+    # plain sign would collapse every channel to +1: the situation the threshold exists for
+    assert np.all(np.where(relu_out - threshold_init(relu_out, "zero") >= 0, 1, -1) == 1)
+
+
+def test_threshold_init_rejects_unknown_method():
+    with pytest.raises(ValueError, match="threshold init"):
+        threshold_init(np.zeros((3, 2)), "max")
+
+
+def test_quantizers_are_binary_for_larq_and_round_trip_config():
+    for q in (ScaledSign(channel_axes=2, active=False), ThresholdSign()):
+        assert q.precision == 1
+        clone = type(q).from_config(q.get_config())
+        assert clone.get_config() == q.get_config()
+    with pytest.raises(ValueError, match="channel_axes"):
+        ScaledSign(channel_axes=3)
+
+
+def test_model_with_quantizers_saves_and_loads(tmp_path):
+    inp = keras.Input((6, 6, 3))
+    out = larq.layers.QuantConv2D(4, 3, padding="same", pad_values=1.0, input_quantizer=ThresholdSign(),
+                                  kernel_quantizer=ScaledSign(), kernel_constraint="weight_clip")(inp)
+    model = keras.Model(inp, out)
+    layer = model.layers[1]
+    layer.kernel_quantizer.alpha.assign([0.1, 0.2, 0.3, 0.4])
+    layer.input_quantizer.beta.assign([0.1, -0.1, 0.2])
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32")
+    for name in ("m.keras", "m.h5"):
+        loaded = keras.models.load_model(_saved(model, tmp_path / name), custom_objects=custom_objects())
+        np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+
+
+def _saved(model, path):
+    model.save(path)
+    return path
