@@ -54,6 +54,8 @@ class BinarizeConfig:
         capture_batches: dataset batches read to capture X.
         capture_memory_mb: bound on the feature maps held while capturing.
         kmeans_rows: rows of X used by k-means (clustering cost is linear in it).
+        bn_recalibration_batches: batches over which the BatchNorm statistics above a freshly binarized
+            layer are re-estimated before it is evaluated (0 = never).
         seed: seeds sampling, k-means and TensorFlow.
         loss: a Keras loss; by default the model's compiled loss, or a crossentropy chosen from the
             labels and whether the model ends in a softmax.
@@ -86,6 +88,7 @@ class BinarizeConfig:
         capture_batches=8,
         capture_memory_mb=512,
         kmeans_rows=2048,
+        bn_recalibration_batches=16,
         seed=0,
         loss=None,
     ):
@@ -113,6 +116,8 @@ class BinarizeConfig:
         for name, value in (("capture_rows", capture_rows), ("capture_batches", capture_batches),
                             ("capture_memory_mb", capture_memory_mb), ("kmeans_rows", kmeans_rows)):
             _check(_is_int(value) and value >= 1, name, value, "an integer >= 1")
+        _check(_is_int(bn_recalibration_batches) and bn_recalibration_batches >= 0, "bn_recalibration_batches",
+               bn_recalibration_batches, "an integer >= 0")
         _check(_is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0")
         keep, force = _names(keep_full_precision, "keep_full_precision"), _names(
             force_binarize, "force_binarize")
@@ -144,6 +149,7 @@ class BinarizeConfig:
         self.capture_batches = int(capture_batches)
         self.capture_memory_mb = int(capture_memory_mb)
         self.kmeans_rows = int(kmeans_rows)
+        self.bn_recalibration_batches = int(bn_recalibration_batches)
         self.seed = int(seed)
         self.loss = loss
 

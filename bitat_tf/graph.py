@@ -61,14 +61,14 @@ def check_model(model):
         raise UnsupportedModelError(
             f"expected a tf_keras.Model, got {type(model).__name__}. Pass a built Functional or Sequential "
             "model.")
-    if not getattr(model, "built", False) or not model.inputs:
-        raise UnsupportedModelError(
-            f"model {model.name!r} is not built: it has no defined inputs. Build it first, e.g. give the "
-            "Sequential model an `Input(shape)` layer or call `model.build(input_shape)` on it.")
     if not getattr(model, "_is_graph_network", False) and not isinstance(model, keras.Sequential):
         raise UnsupportedModelError(
             f"model {model.name!r} is a subclassed keras.Model ({type(model).__name__}); its layer graph "
             "cannot be analysed or cloned. Rebuild it with the Functional API or keras.Sequential.")
+    if not getattr(model, "built", False) or not model.inputs:
+        raise UnsupportedModelError(
+            f"model {model.name!r} is not built: it has no defined inputs. Build it first, e.g. give the "
+            "Sequential model an `Input(shape)` layer or call `model.build(input_shape)` on it.")
     nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
     if nested:
         raise UnsupportedModelError(

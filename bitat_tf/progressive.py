@@ -116,6 +116,28 @@ class _Run:
                                 "or the BiTAT term weights. The checkpoint keeps the last finished layer.")
         return hist.history
 
+    def recalibrate_batchnorm(self, index):
+        """Re-estimate the moving statistics of the BatchNorms above layer `index`.
+
+        Switching a layer to binary inputs and weights changes the scale of everything above it; a few
+        hundred steps at momentum 0.99 leave the moving averages far from the new statistics, and the
+        model then fails at inference although it trains well. Cumulative averages over a few batches
+        (momentum i / (i + 1) at batch i) fix that at the cost of a few forward passes.
+        """
+        norms = [l for i, l in enumerate(self.working.layers)
+                 if i > index and isinstance(l, keras.layers.BatchNormalization)]
+        if not norms or self.config.bn_recalibration_batches == 0:
+            return
+        saved = [(l.trainable, l.momentum) for l in norms]
+        for layer in norms:
+            layer.trainable = True
+        for i, (x, *_) in enumerate(self.dataset.take(self.config.bn_recalibration_batches)):
+            for layer in norms:
+                layer.momentum = i / (i + 1)
+            self.working(x, training=True)
+        for layer, (trainable, momentum) in zip(norms, saved):
+            layer.trainable, layer.momentum = trainable, momentum
+
     def evaluate(self):
         trainer = BitatTrainer(self.working)
         trainer.compile(loss=self.loss, metrics=["accuracy"])
@@ -193,6 +215,7 @@ class _Run:
             self.history[name] = {"quantize": self.quantize_layer(name, block_index)}
             self.working.get_layer(name).trainable = False
             self.history[name]["finetune"] = self.finetune_above(name)
+            self.recalibrate_batchnorm(self.plan[name].index)
             row = self.rows[name]
             row.val_accuracy, row.seconds = self.evaluate(), time.time() - t0
             self.elapsed += row.seconds
@@ -220,6 +243,7 @@ class _Run:
         steps = self._steps(None, self.config.final_finetune_epochs)
         self.history["final_finetune"] = self._fit(BitatTrainer(self.working),
                                                    self.config.finetune_learning_rate, steps, "final fine-tune")
+        self.recalibrate_batchnorm(0)
 
     def _say(self, text):
         if self.verbose:

@@ -32,7 +32,7 @@ def make_cnn(keras, *, input_shape=(8, 8, 1), classes=10, width=16, seed=0):
                                   ("block1_b", 2 * width, 2), ("block2_a", 2 * width, 1)):
         h = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=name,
                      kernel_initializer=init)(h)
-        h = L.BatchNormalization(name=f"{name}_bn")(h)
+        h = L.BatchNormalization(momentum=0.9, name=f"{name}_bn")(h)
         h = L.ReLU(name=f"{name}_relu")(h)
     h = L.GlobalAveragePooling2D()(h)
     return keras.Model(i, L.Dense(classes, name="classifier", kernel_initializer=init)(h))
