@@ -22,14 +22,14 @@ def check_dataset(dataset, model, *, what="dataset"):
                            "labels. Map it to (image, label) pairs, e.g. dataset.map(lambda d: (d['image'], "
                            "d['label'])).")
     x_spec, y_spec = spec[0], spec[1]
+    if getattr(x_spec, "shape", None) is not None and x_spec.shape.rank == len(model.input_shape) - 1:
+        raise DatasetError(f"{what} yields single examples of shape {tuple(x_spec.shape)}, but the model "
+                           f"takes batches of shape {model.input_shape}; batch it, e.g. dataset.batch(64).")
     _check_input_shape(x_spec, model, what)
     first = next(iter(dataset.take(1)), None)
     if first is None:
         raise DatasetError(f"{what} is empty; pass a dataset with at least one batch.")
     x, y = first[0], first[1]
-    if x.shape.rank == len(model.input_shape) - 1:
-        raise DatasetError(f"{what} yields single examples of shape {tuple(x.shape)}, but the model takes "
-                           f"batches of shape {model.input_shape}; batch it, e.g. dataset.batch(64).")
     if not np.all(np.isfinite(np.asarray(x, dtype=np.float64))):
         raise DatasetError(f"{what} contains NaN or infinite inputs in its first batch; clean or filter it.")
     sparse = _check_labels(y, y_spec, model, what)

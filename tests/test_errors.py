@@ -1,0 +1,110 @@
+"""Every bad input gets an error that names the problem and the fix, never a silently wrong model."""
+
+import numpy as np
+import pytest
+
+import bitat_tf
+from bitat_tf import BinarizeConfig
+from bitat_tf._compat import keras, tf
+from bitat_tf.errors import ConfigError, DatasetError, UnsupportedModelError
+from conftest import make_cnn
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_cnn(keras)
+
+
+def _ds(x, y=None, batch=16):
+    data = (x,) if y is None else (x, y)
+    return tf.data.Dataset.from_tensor_slices(data if y is not None else x).batch(batch)
+
+
+X = np.random.default_rng(0).random((32, 8, 8, 1)).astype("float32")
+Y = np.arange(32) % 10
+
+
+@pytest.mark.parametrize("dataset,match", [
+    (_ds(X), "not \\(x, y\\) pairs.*labels"),
+    (_ds(X[:0], Y[:0]), "empty"),
+    (_ds(np.zeros((32, 9, 9, 1), "float32"), Y), "shape.*expects"),
+    (_ds(X, Y + 5), "labels range over \\[5, 14\\].*10 outputs"),
+    (_ds(X, np.zeros((32, 3), "int64")), "labels have shape"),
+    (_ds(X, Y.astype("float32") + 0.5), "not class indices"),
+    (_ds(np.where(X > 0.5, np.nan, X).astype("float32"), Y), "NaN"),
+    (tf.data.Dataset.from_tensor_slices((X, Y)), "single examples.*batch"),
+])
+def test_bad_datasets(model, dataset, match):
+    with pytest.raises(DatasetError, match=match):
+        bitat_tf.binarize(model, dataset, verbose=0)
+
+
+def test_not_a_dataset(model):
+    with pytest.raises(DatasetError, match="from_tensor_slices"):
+        bitat_tf.binarize(model, (X, Y), verbose=0)
+
+
+def test_bad_validation_data_is_named(model):
+    with pytest.raises(DatasetError, match="validation_data"):
+        bitat_tf.binarize(model, _ds(X, Y), validation_data=_ds(X), verbose=0)
+
+
+def test_infinite_dataset_needs_step_budgets(model):
+    with pytest.raises(ConfigError, match="steps_per_layer"):
+        bitat_tf.binarize(model, _ds(X, Y).repeat(), verbose=0)
+
+
+def test_one_hot_labels_are_accepted(model):
+    onehot = np.eye(10, dtype="float32")[Y]
+    result = bitat_tf.binarize(model, _ds(X, onehot), config=BinarizeConfig(
+        steps_per_layer=1, finetune_steps=0, keep_full_precision=["block1_b", "block2_a"],
+        bn_recalibration_batches=1), verbose=0)
+    assert [r.name for r in result.report.layers if r.binarized] == ["block1_a"]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(variant="fancy"), "variant must be one of"),
+    (dict(max_groups=0), "max_groups"),
+    (dict(quant_weight=-1.0), "quant_weight"),
+    (dict(quant_weight=float("nan")), "quant_weight"),
+    (dict(learning_rate=2.0), "learning_rate"),
+    (dict(epochs_per_layer=0), "quantisation budget is zero"),
+    (dict(steps_per_layer=2.5), "steps_per_layer"),
+    (dict(blocks="bogus"), "blocks"),
+    (dict(blocks=[["a"], "b"]), "blocks"),
+    (dict(threshold_init="max"), "threshold_init"),
+    (dict(capture_rows=0), "capture_rows"),
+    (dict(seed=-1), "seed"),
+    (dict(keep_full_precision=["x"], force_binarize=["x"]), "both"),
+    (dict(max_groups=True), "max_groups"),
+])
+def test_config_values_out_of_range(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        BinarizeConfig(**kwargs)
+
+
+def test_config_is_keyword_only_and_round_trips():
+    with pytest.raises(TypeError):
+        BinarizeConfig("bitat")  # noqa
+    config = BinarizeConfig(variant="intra", max_groups=4, keep_full_precision=["a"], blocks=[["a", "b"]])
+    assert BinarizeConfig.from_config(config.get_config()) == config
+    assert "variant='intra'" in repr(config)
+
+
+def test_config_must_be_a_binarize_config(model):
+    with pytest.raises(ConfigError, match="BinarizeConfig"):
+        bitat_tf.binarize(model, _ds(X, Y), config={"variant": "bitat"}, verbose=0)
+
+
+def test_keras3_model_gets_an_answer_not_a_stack_trace():
+    import keras as keras3
+
+    k3 = keras3.Sequential([keras3.Input((8, 8, 1)), keras3.layers.Conv2D(4, 3), keras3.layers.Lambda(
+        lambda t: t * 2), keras3.layers.Flatten(), keras3.layers.Dense(10)])
+    with pytest.raises(UnsupportedModelError, match="Keras 3|Lambda"):
+        bitat_tf.binarize(k3, _ds(X, Y), verbose=0)
+
+
+def test_model_that_is_not_a_model():
+    with pytest.raises(UnsupportedModelError, match="tf_keras.Model"):
+        bitat_tf.binarize("model.h5", _ds(X, Y), verbose=0)
