@@ -6,17 +6,42 @@ import bitat_tf
 result = bitat_tf.binarize(model, train_ds, validation_data=val_ds)
 print(result.report.to_markdown())
 ```
+
+The public names load on first use, so that `bitat-tf` (the command line) can choose Keras 2 before
+TensorFlow is imported; the first use checks the Keras version and says what to do if it is wrong.
 """
 
-from bitat_tf._compat import keras  # noqa: F401  (fails early, with instructions, on Keras 3)
-from bitat_tf.config import BinarizeConfig
-from bitat_tf.errors import BitatError, ConfigError, DatasetError, TrainingError, UnsupportedModelError
-from bitat_tf.progressive import BinarizeResult, binarize
-from bitat_tf.quantizers import ScaledSign, ThresholdSign, custom_objects
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BinarizeConfig", "BinarizeResult", "BitatError", "ConfigError", "DatasetError", "ScaledSign",
-    "ThresholdSign", "TrainingError", "UnsupportedModelError", "binarize", "custom_objects", "__version__",
-]
+_PUBLIC = {
+    "BinarizeConfig": "bitat_tf.config",
+    "BinarizeResult": "bitat_tf.progressive",
+    "binarize": "bitat_tf.progressive",
+    "BitatError": "bitat_tf.errors",
+    "ConfigError": "bitat_tf.errors",
+    "DatasetError": "bitat_tf.errors",
+    "TrainingError": "bitat_tf.errors",
+    "UnsupportedModelError": "bitat_tf.errors",
+    "ScaledSign": "bitat_tf.quantizers",
+    "ThresholdSign": "bitat_tf.quantizers",
+    "custom_objects": "bitat_tf.quantizers",
+    "export_lce": "bitat_tf.export",
+    "export_tflite": "bitat_tf.export",
+    "verify_export": "bitat_tf.export",
+}
+
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'bitat_tf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,144 @@
+"""The `bitat-tf` command line.
+
+    bitat-tf demo                      train a small CNN on sklearn's digits, binarize it, compare
+    bitat-tf binarize MODEL --data D   binarize a saved tf_keras model on a named dataset
+    bitat-tf export MODEL OUT          write a TFLite / LCE flatbuffer of a binarized model
+
+This entry point, unlike the library, may set process-wide state: it chooses Keras 2 before TensorFlow
+loads, because Larq needs it.
+"""
+
+import argparse
+import os
+import sys
+
+
+def _prepare_environment():
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _config_arguments(parser):
+    group = parser.add_argument_group("BiTAT configuration (see bitat_tf.BinarizeConfig)")
+    group.add_argument("--variant", default="bitat")
+    group.add_argument("--max-groups", type=int, default=32)
+    group.add_argument("--quant-weight", type=float, default=1.0)
+    group.add_argument("--epochs-per-layer", type=float, default=1.0)
+    group.add_argument("--finetune-epochs", type=float, default=0.5)
+    group.add_argument("--steps-per-layer", type=int)
+    group.add_argument("--finetune-steps", type=int)
+    group.add_argument("--final-finetune-epochs", type=float, default=0.0)
+    group.add_argument("--learning-rate", type=float, default=1e-3)
+    group.add_argument("--seed", type=int, default=0)
+
+
+def _config_from(args, **overrides):
+    import bitat_tf
+
+    fields = dict(variant=args.variant, max_groups=args.max_groups, quant_weight=args.quant_weight,
+                  epochs_per_layer=args.epochs_per_layer, finetune_epochs=args.finetune_epochs,
+                  steps_per_layer=args.steps_per_layer, finetune_steps=args.finetune_steps,
+                  final_finetune_epochs=args.final_finetune_epochs, learning_rate=args.learning_rate,
+                  seed=args.seed)
+    fields.update(overrides)
+    return bitat_tf.BinarizeConfig(**fields)
+
+
+def _write_outputs(result, args):
+    if args.report:
+        os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
+        result.report.to_json(args.report)
+        print(f"report written to {args.report}")
+    if getattr(args, "output", None):
+        result.model.save(args.output)
+        print(f"binary model written to {args.output}")
+
+
+def run_demo(args):
+    """Main job on the embedded default: sklearn digits, no download."""
+    import bitat_tf
+    from bitat_tf import data, fp_training, zoo
+
+    train, test = data.load_digits(batch_size=64, seed=args.seed)
+    model = zoo.small_cnn(input_shape=(8, 8, 1), num_classes=10)
+    model, info = fp_training.train_full_precision(model, train, epochs=args.fp_epochs, learning_rate=3e-3,
+                                                   validation_data=test, verbose=0)
+    print(f"full-precision small CNN trained in {info['seconds']:.0f}s")
+    config = _config_from(args, learning_rate=args.learning_rate if args.learning_rate != 1e-3 else 3e-3)
+    result = bitat_tf.binarize(model, train, validation_data=test, config=config,
+                               checkpoint_dir=args.checkpoint_dir, verbose=args.verbose)
+    print(result.report.to_markdown())
+    report = result.report
+    print(f"\n{'model':<16}{'test accuracy':>14}\n{'full precision':<16}{report.fp_accuracy:>14.4f}\n"
+          f"{'binary (BiTAT)':<16}{report.binary_accuracy:>14.4f}")
+    _write_outputs(result, args)
+    return 0
+
+
+def run_binarize(args):
+    import bitat_tf
+    from bitat_tf import data
+    from bitat_tf._compat import keras
+
+    model = keras.models.load_model(args.model, custom_objects=bitat_tf.custom_objects())
+    train = data.load(args.data, "train", batch_size=args.batch_size, data_dir=args.data_dir)
+    test = data.load(args.data, "test", batch_size=args.batch_size, data_dir=args.data_dir)
+    result = bitat_tf.binarize(model, train, validation_data=test, config=_config_from(args),
+                               checkpoint_dir=args.checkpoint_dir, verbose=args.verbose)
+    print(result.report.to_markdown())
+    _write_outputs(result, args)
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="bitat-tf", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="binarize a small CNN trained on sklearn's digits (no download)")
+    demo.add_argument("--fp-epochs", type=int, default=20)
+    demo.set_defaults(func=run_demo)
+
+    binarize = sub.add_parser("binarize", help="binarize a saved tf_keras model")
+    binarize.add_argument("model", help="a saved tf_keras model (.keras, .h5 or SavedModel directory)")
+    binarize.add_argument("--data", required=True, help="digits, mnist, cifar10 or tfds:<name>")
+    binarize.add_argument("--data-dir", help="folder with the data copies (default: $BITAT_DATASETS or "
+                                             "../shared/datasets)")
+    binarize.add_argument("--batch-size", type=int, default=128)
+    binarize.add_argument("--output", help="where to save the binary model (.keras)")
+    binarize.set_defaults(func=run_binarize)
+
+    for command in (demo, binarize):
+        _config_arguments(command)
+        command.add_argument("--checkpoint-dir", help="resume from / save to this folder after each layer")
+        command.add_argument("--report", help="write the report as JSON here")
+        command.add_argument("--verbose", type=int, default=1)
+    # digits has 22 batches an epoch: a few epochs per layer still take seconds
+    demo.set_defaults(epochs_per_layer=3.0, finetune_epochs=1.0, max_groups=16)
+
+    try:
+        from bitat_tf import export
+    except ImportError:  # pragma: no cover - export ships with the package
+        export = None
+    if export is not None and hasattr(export, "add_cli_arguments"):
+        export_parser = sub.add_parser("export", help="write a TFLite or LCE flatbuffer")
+        export.add_cli_arguments(export_parser)
+        export_parser.set_defaults(func=export.run_cli)
+    return parser
+
+
+def main(argv=None):
+    _prepare_environment()
+    args = build_parser().parse_args(argv)
+    from bitat_tf.errors import BitatError
+
+    try:
+        return args.func(args)
+    except BitatError as err:
+        print(f"bitat-tf: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+

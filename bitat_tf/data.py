@@ -1,0 +1,132 @@
+"""Data for examples, the command line and benchmarks: digits (embedded), MNIST and CIFAR-10 copies, tfds.
+
+Images come out float32 in [0, 1], labels int32 class indices, batched and prefetched. The local copies
+live in `$BITAT_DATASETS`, else `../shared/datasets` beside the repository (see its README).
+"""
+
+import os
+
+import numpy as np
+
+from bitat_tf._compat import tf
+from bitat_tf.errors import DatasetError
+
+NAMES = ("digits", "mnist", "cifar10", "tfds:<name>")
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def datasets_dir(data_dir=None):
+    """The folder holding `cifar10_jpeg/` and `mnist.npz`."""
+    candidates = [data_dir, os.environ.get("BITAT_DATASETS"),
+                  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+                               "datasets")]
+    for path in candidates:
+        if path and os.path.isdir(path):
+            return os.path.abspath(path)
+    raise DatasetError(f"no datasets folder found (tried {[c for c in candidates if c]}); set BITAT_DATASETS "
+                       "or pass data_dir= / --data-dir with the folder holding cifar10_jpeg/ and mnist.npz.")
+
+
+def _finish(ds, *, batch_size, shuffle, seed, augment=None):
+    if shuffle:
+        ds = ds.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
+    if augment is not None:
+        ds = ds.map(augment, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def load_digits(*, batch_size=64, seed=0, test_fraction=0.25):
+    """sklearn's 8x8 digits (1,797 images, shipped in its wheel) as (train, test) datasets, stratified."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    d = sk_digits()
+    x = (d.images / 16.0).astype("float32")[..., None]
+    x_tr, x_te, y_tr, y_te = train_test_split(x, d.target.astype("int32"), test_size=test_fraction,
+                                              stratify=d.target, random_state=seed)
+    train = _finish(tf.data.Dataset.from_tensor_slices((x_tr, y_tr)), batch_size=batch_size, shuffle=len(x_tr),
+                    seed=seed)
+    test = _finish(tf.data.Dataset.from_tensor_slices((x_te, y_te)), batch_size=batch_size, shuffle=0, seed=seed)
+    return train, test
+
+
+def load_mnist(split, *, data_dir=None, batch_size=128, limit=None, shuffle=False, seed=0):
+    """MNIST from `mnist.npz`: (28, 28, 1) images."""
+    _check_split(split)
+    path = os.path.join(datasets_dir(data_dir), "mnist.npz")
+    with np.load(path) as f:
+        x, y = f[f"x_{split}"], f[f"y_{split}"]
+    x, y = x[:limit], y[:limit]
+    ds = tf.data.Dataset.from_tensor_slices(((x / 255.0).astype("float32"), y.astype("int32")))
+    return _finish(ds, batch_size=batch_size, shuffle=len(x) if shuffle else 0, seed=seed)
+
+
+def load_cifar10(split, *, data_dir=None, batch_size=128, augment=False, limit=None, skip=0, shuffle=False,
+                 seed=0):
+    """CIFAR-10 (JPEG copy) from `cifar10_jpeg/{split}.tfrecord`: (32, 32, 3) images in [0, 1].
+
+    # Arguments
+        split: "train" or "test".
+        augment: 4-pixel pad, random 32x32 crop and horizontal flip (the benchmark's pipeline).
+        limit / skip: take `limit` records after skipping `skip`; the records are pre-shuffled, so the last
+            records of "train" make a class-balanced validation split (`skip=45000`).
+        shuffle: shuffle with a buffer of the whole (limited) split, reshuffled every pass.
+    """
+    _check_split(split)
+    path = os.path.join(datasets_dir(data_dir), "cifar10_jpeg", f"{split}.tfrecord")
+    if not os.path.exists(path):
+        raise DatasetError(f"{path} not found; point BITAT_DATASETS / --data-dir at the datasets folder.")
+    ds = tf.data.TFRecordDataset(path).skip(skip)
+    if limit is not None:
+        ds = ds.take(limit)
+    ds = ds.map(_decode_cifar, num_parallel_calls=AUTOTUNE, deterministic=True).cache()
+    size = limit or (50000 if split == "train" else 10000) - skip
+    return _finish(ds, batch_size=batch_size, shuffle=size if shuffle else 0, seed=seed,
+                   augment=_augment if augment else None)
+
+
+_FEATURES = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+
+
+def _decode_cifar(record):
+    example = tf.io.parse_single_example(record, _FEATURES)
+    image = tf.cast(tf.io.decode_jpeg(example["image"], channels=3), tf.float32) / 255.0
+    return tf.ensure_shape(image, (32, 32, 3)), tf.cast(example["label"], tf.int32)
+
+
+def _augment(image, label):
+    image = tf.image.resize_with_crop_or_pad(image, 40, 40)
+    image = tf.image.random_crop(image, (32, 32, 3))
+    return tf.image.random_flip_left_right(image), label
+
+
+def load_tfds(name, split, *, batch_size=128, shuffle=False, seed=0, **kwargs):
+    """`tfds.load(name, split=split, as_supervised=True)`, scaled to [0, 1], for users with internet."""
+    try:
+        import tensorflow_datasets as tfds
+
+        ds = tfds.load(name, split=split, as_supervised=True, **kwargs)
+    except Exception as err:  # tfds raises many kinds: network, unknown name, missing files
+        raise DatasetError(f"tfds.load({name!r}, split={split!r}) failed: {err}. Without internet, use the "
+                           "local copies (digits, mnist, cifar10) or pass data_dir= with prepared tfds data.") from err
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.int32)), num_parallel_calls=AUTOTUNE)
+    return _finish(ds, batch_size=batch_size, shuffle=10000 if shuffle else 0, seed=seed)
+
+
+def load(name, split, *, batch_size=128, data_dir=None, **kwargs):
+    """Dispatch on a dataset name: "digits", "mnist", "cifar10" or "tfds:<name>"."""
+    if name == "digits":
+        _check_split(split)
+        return load_digits(batch_size=batch_size)[0 if split == "train" else 1]
+    if name == "mnist":
+        return load_mnist(split, data_dir=data_dir, batch_size=batch_size, **kwargs)
+    if name == "cifar10":
+        return load_cifar10(split, data_dir=data_dir, batch_size=batch_size, **kwargs)
+    if name.startswith("tfds:"):
+        return load_tfds(name[5:], split, batch_size=batch_size, **kwargs)
+    raise DatasetError(f"unknown dataset {name!r}; use one of {NAMES}.")
+
+
+def _check_split(split):
+    if split not in ("train", "test"):
+        raise DatasetError(f"split must be 'train' or 'test', got {split!r}.")
