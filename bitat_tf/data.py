@@ -79,8 +79,11 @@ def load_cifar10(split, *, data_dir=None, batch_size=128, augment=False, limit=N
     ds = tf.data.TFRecordDataset(path).skip(skip)
     if limit is not None:
         ds = ds.take(limit)
+    total = (50000 if split == "train" else 10000) - skip
+    size = min(limit, total) if limit is not None else total
+    # TFRecord files have unknown length; stating it lets Keras show progress and size schedules.
     ds = ds.map(_decode_cifar, num_parallel_calls=AUTOTUNE, deterministic=True).cache()
-    size = limit or (50000 if split == "train" else 10000) - skip
+    ds = ds.apply(tf.data.experimental.assert_cardinality(size))
     return _finish(ds, batch_size=batch_size, shuffle=size if shuffle else 0, seed=seed,
                    augment=_augment if augment else None)
 

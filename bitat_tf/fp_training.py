@@ -18,14 +18,17 @@ def train_full_precision(model, train_ds, *, epochs, learning_rate=2e-3, validat
         (model, info): the compiled model and `{"seconds", "cached", "accuracy"}` (accuracy on
         `validation_data`, or None).
     """
-    steps = int(train_ds.cardinality()) * epochs
+    batches = int(train_ds.cardinality())
+    if batches < 0:  # unknown or infinite: count one pass
+        batches = int(train_ds.reduce(0, lambda n, _: n + 1))
+    steps = batches * epochs
     model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1))),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
     start, cached = time.time(), bool(cache_path and os.path.exists(cache_path))
     if cached:
         model.load_weights(cache_path)
     else:
-        model.fit(train_ds, epochs=epochs, verbose=verbose)
+        model.fit(train_ds, epochs=epochs, verbose=verbose)  # verbose=2: a line per epoch
         if cache_path:
             os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
             tmp = f"{cache_path}.tmp.h5"
