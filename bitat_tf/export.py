@@ -1,0 +1,174 @@
+"""Export to TFLite and Larq Compute Engine flatbuffers, and proof that the binary layers stay binary.
+
+A model from `binarize` converts as it is: `ThresholdSign` lowers to `Sub(x, beta)` followed by Larq's
+sign, which feeds the convolution directly (through a pad of +1 for 'same' padding), and `ScaledSign`'s
+`alpha * sign(w)` folds into a constant of +/-alpha per output channel. That is the pattern LCE's
+converter turns into `LceQuantize` + `LceBconv2d`, with the scale and the following BatchNorm folded into
+the op's output transform. `verify_export` checks that this happened and that the numbers agree.
+"""
+
+import collections
+import dataclasses
+
+import numpy as np
+
+from bitat_tf._compat import keras, larq, tf
+from bitat_tf.errors import ConfigError
+
+_LCE_OPTIONS = ("inference_input_type", "inference_output_type", "target", "experimental_default_int8_range",
+                "experimental_enable_bitpacked_activations")
+_TFLITE_OPTIONS = ("optimizations",)
+
+
+def _check_options(options, allowed, what):
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{what}: unknown options {unknown}; allowed are {list(allowed)}.")
+
+
+def _write(flatbuffer, path):
+    if path is not None:
+        with open(path, "wb") as f:
+            f.write(flatbuffer)
+    return flatbuffer
+
+
+def export_lce(model, path=None, **options):
+    """Convert a binarized model to a Larq Compute Engine flatbuffer (bytes; written to `path` if given).
+
+    # Arguments
+        options: passed to `larq_compute_engine.convert_keras_model`: inference_input_type,
+            inference_output_type (e.g. tf.int8), target ("arm" or "xcore"),
+            experimental_default_int8_range, experimental_enable_bitpacked_activations.
+    """
+    import larq_compute_engine as lce
+
+    _check_options(options, _LCE_OPTIONS, "export_lce")
+    return _write(lce.convert_keras_model(model, **options), path)
+
+
+def export_tflite(model, path=None, **options):
+    """Plain TFLite flatbuffer of `model` (float kernels): the baseline an LCE export is compared with.
+
+    # Arguments
+        options: `optimizations` (e.g. [tf.lite.Optimize.DEFAULT] for dynamic-range int8 weights).
+    """
+    _check_options(options, _TFLITE_OPTIONS, "export_tflite")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = options.get("optimizations", [])
+    return _write(converter.convert(), path)
+
+
+def op_census(flatbuffer):
+    """Count the operators of a flatbuffer's main graph by name (builtin names and custom codes)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    root = schema.Model.GetRootAsModel(flatbuffer, 0)
+    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = []
+    for i in range(root.OperatorCodesLength()):
+        code = root.OperatorCodes(i)
+        if code.CustomCode():
+            codes.append(code.CustomCode().decode())
+        else:
+            codes.append(builtin[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())])
+    graph = root.Subgraphs(0)
+    return collections.Counter(codes[graph.Operators(i).OpcodeIndex()] for i in range(graph.OperatorsLength()))
+
+
+@dataclasses.dataclass
+class ExportCheck:
+    """What `verify_export` found: op census, parity with Keras, sizes."""
+
+    ops: dict
+    binarized_convolutions: int
+    lce_bconv2d: int
+    not_converted: list
+    max_abs_diff: float
+    top1_agreement: float
+    examples: int
+    flatbuffer_bytes: int
+
+    @property
+    def bconv_share(self):
+        return self.lce_bconv2d / self.binarized_convolutions if self.binarized_convolutions else None
+
+    def to_dict(self):
+        return {**dataclasses.asdict(self), "bconv_share": self.bconv_share}
+
+    def to_markdown(self):
+        return "\n".join([
+            f"- binarized convolutions that became LceBconv2d: {self.lce_bconv2d} of "
+            f"{self.binarized_convolutions}",
+            f"- not converted: {', '.join(self.not_converted) or 'none'}",
+            f"- Keras vs LCE interpreter on {self.examples} examples: max |diff| {self.max_abs_diff:.3g}, "
+            f"top-1 agreement {100 * self.top1_agreement:.2f}%",
+            f"- flatbuffer: {self.flatbuffer_bytes} bytes",
+            f"- ops: {dict(sorted(self.ops.items()))}",
+        ])
+
+
+def binarized_layers(model):
+    """Layers of `model` whose inputs and kernel are both binarized (Larq precision 1)."""
+    found = []
+    for layer in model.layers:
+        input_q = getattr(layer, "input_quantizer", None)
+        kernel_q = getattr(layer, "kernel_quantizer", None) or getattr(layer, "depthwise_quantizer", None)
+        if all(getattr(q, "precision", None) == 1 and getattr(q, "active", True) for q in (input_q, kernel_q)):
+            found.append(layer)
+    return found
+
+
+def verify_export(model, flatbuffer, dataset, *, max_batches=None, report=None):
+    """Census of the flatbuffer's ops and Keras-vs-LCE parity on `dataset` ((x, y) or x batches).
+
+    Binarized `Dense` and `DepthwiseConv2D` layers are listed as not converted: LCE has binary kernels only
+    for 2D convolutions. The result joins `report.export` when a binarization report is given.
+    """
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    ops = op_census(flatbuffer)
+    layers = binarized_layers(model)
+    convs = [l for l in layers if type(l) is larq.layers.QuantConv2D]
+    not_converted = [f"{l.name} ({type(l).__name__}: LCE has no binary kernel for it)"
+                     for l in layers if l not in convs]
+    missing = len(convs) - ops.get("LceBconv2d", 0)
+    if missing > 0:
+        not_converted.append(f"{missing} of the QuantConv2D layers (check that nothing sits between the sign "
+                             "and the convolution)")
+    interpreter = Interpreter(flatbuffer, num_threads=1)
+    diffs, agree, count = [], 0, 0
+    for batch in dataset.take(max_batches) if max_batches else dataset:
+        x = batch[0] if isinstance(batch, tuple) else batch
+        keras_out = model(x, training=False).numpy()
+        lce_out = np.asarray(interpreter.predict(x.numpy()))
+        diffs.append(float(np.max(np.abs(keras_out - lce_out))))
+        agree += int(np.sum(keras_out.argmax(-1) == lce_out.argmax(-1)))
+        count += len(keras_out)
+    check = ExportCheck(dict(ops), len(convs), ops.get("LceBconv2d", 0), not_converted,
+                        max(diffs) if diffs else float("nan"), agree / count if count else float("nan"), count,
+                        len(flatbuffer))
+    if report is not None:
+        report.export = check.to_dict()
+    return check
+
+
+def add_cli_arguments(parser):
+    parser.add_argument("model", help="a saved binarized model (.keras/.h5/SavedModel)")
+    parser.add_argument("output", help="where to write the flatbuffer (.tflite)")
+    parser.add_argument("--format", choices=("lce", "tflite"), default="lce")
+    parser.add_argument("--verify-data", help="digits, mnist, cifar10: check parity on its test split")
+    parser.add_argument("--data-dir")
+
+
+def run_cli(args):
+    from bitat_tf import data
+    from bitat_tf.quantizers import custom_objects
+
+    model = keras.models.load_model(args.model, custom_objects=custom_objects())
+    flatbuffer = (export_lce if args.format == "lce" else export_tflite)(model, args.output)
+    print(f"{args.output}: {len(flatbuffer)} bytes, ops {dict(op_census(flatbuffer))}")
+    if args.verify_data and args.format == "lce":
+        test = data.load(args.verify_data, "test", data_dir=args.data_dir)
+        print(verify_export(model, flatbuffer, test).to_markdown())
+    return 0

@@ -1,0 +1,74 @@
+"""Binary convolutions must reach the LCE flatbuffer as LceBconv2d and compute what Keras computes."""
+
+import numpy as np
+import pytest
+
+import bitat_tf
+from bitat_tf import export
+from bitat_tf.errors import ConfigError
+
+CONFIG = dict(steps_per_layer=8, finetune_steps=4, max_groups=8, capture_rows=512, capture_batches=2,
+              bn_recalibration_batches=4)
+
+
+@pytest.fixture(scope="module")
+def binary(trained_cnn, digits_ds):
+    train, _ = digits_ds
+    return bitat_tf.binarize(trained_cnn, train, config=bitat_tf.BinarizeConfig(**CONFIG), verbose=0)
+
+
+@pytest.fixture(scope="module")
+def flatbuffer(binary):
+    return export.export_lce(binary.model)
+
+
+def test_every_binarized_conv_becomes_lce_bconv2d(binary, flatbuffer):
+    ops = export.op_census(flatbuffer)
+    assert ops["LceBconv2d"] == 3 and ops["LceQuantize"] == 3
+    assert ops["CONV_2D"] == 1  # the full-precision stem only
+
+
+def test_keras_and_lce_interpreter_agree(binary, flatbuffer, digits_ds):
+    _, test = digits_ds
+    check = export.verify_export(binary.model, flatbuffer, test, report=binary.report)
+    assert check.binarized_convolutions == 3 and check.bconv_share == 1.0 and not check.not_converted
+    assert check.max_abs_diff < 1e-3  # float accumulation order only: the binary part is exact
+    assert check.top1_agreement >= 0.995
+    assert binary.report.to_dict()["export"]["lce_bconv2d"] == 3
+    assert "top-1 agreement" in check.to_markdown()
+
+
+def test_lce_flatbuffer_is_smaller_than_float_tflite(trained_cnn, flatbuffer, tmp_path):
+    path = tmp_path / "fp.tflite"
+    fp = export.export_tflite(trained_cnn, path)
+    assert path.read_bytes() == fp
+    assert "LceBconv2d" not in export.op_census(fp)
+    assert len(flatbuffer) < len(fp)
+
+
+def test_binarized_dense_is_reported_as_not_converted(trained_cnn, digits_ds):
+    train, test = digits_ds
+    result = bitat_tf.binarize(trained_cnn, train.take(4), config=bitat_tf.BinarizeConfig(
+        **{**CONFIG, "steps_per_layer": 1, "finetune_steps": 0}, keep_full_precision=["block1_a", "block1_b",
+                                                                                       "block2_a"],
+        force_binarize=["classifier"]), verbose=0)
+    check = export.verify_export(result.model, export.export_lce(result.model), test, max_batches=1)
+    assert check.binarized_convolutions == 0 and "classifier (QuantDense" in check.not_converted[0]
+    assert check.top1_agreement >= 0.99
+
+
+def test_unknown_options_are_refused(binary):
+    with pytest.raises(ConfigError, match="unknown options \\['quantize'\\]"):
+        export.export_lce(binary.model, quantize=True)
+    with pytest.raises(ConfigError, match="export_tflite"):
+        export.export_tflite(binary.model, target="arm")
+
+
+def test_cli_export_of_a_saved_model(binary, tmp_path, capsys):
+    from bitat_tf.cli import main
+
+    saved = tmp_path / "binary.keras"
+    binary.model.save(saved)
+    assert main(["export", str(saved), str(tmp_path / "m.tflite"), "--verify-data", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "LceBconv2d': 3" in out and "became LceBconv2d: 3 of 3" in out
