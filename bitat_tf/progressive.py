@@ -18,7 +18,7 @@ from bitat_tf import capture, graph, report as report_lib, transforms
 from bitat_tf._compat import is_keras3_model, keras, tf
 from bitat_tf.checkpoint import Checkpointer
 from bitat_tf.config import BinarizeConfig
-from bitat_tf.errors import ConfigError, TrainingError, UnsupportedModelError
+from bitat_tf.errors import ConfigError, DatasetError, TrainingError, UnsupportedModelError
 from bitat_tf.inputs import check_dataset, resolve_loss
 from bitat_tf.training import BitatTrainer, make_optimizer
 
@@ -110,6 +110,10 @@ class _Run:
         callbacks = [_Progress(label, epochs, self.verbose), keras.callbacks.TerminateOnNaN()]
         hist = trainer.fit(self.dataset.repeat(), steps_per_epoch=per_epoch, epochs=epochs,
                            verbose=1 if self.verbose >= 2 else 0, callbacks=callbacks)
+        if any(hist.history.get("nonfinite_inputs", [])):
+            raise DatasetError(f"the dataset fed NaN or infinite inputs during {label}; clean or filter it "
+                               "(e.g. dataset.filter on tf.math.is_finite). The checkpoint keeps the last "
+                               "finished layer.")
         losses = hist.history.get("total_loss", hist.history.get("loss", []))
         if not losses or not all(np.isfinite(losses)) or len(losses) < epochs:
             raise TrainingError(f"training diverged during {label} (loss {losses}); lower the learning rate "

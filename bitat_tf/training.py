@@ -31,13 +31,16 @@ class BitatTrainer(keras.Model):
         # Keras' own "loss" metric is the task loss; the total and each BiTAT term get their own.
         names = ("total_loss",) + (tuple(f"{t}_loss" for t in TERMS) if penalty is not None else ())
         self.trackers = [keras.metrics.Mean(name=n) for n in names]
+        # Non-finite inputs do not always show in the loss (sign() and ReLU can swallow NaN), so they are
+        # counted here and the driver refuses to go on when any were seen.
+        self.nonfinite = keras.metrics.Sum(name="nonfinite_inputs")
 
     def call(self, inputs, training=False):
         return self.inner(inputs, training=training)
 
     @property
     def metrics(self):
-        return super().metrics + self.trackers
+        return super().metrics + self.trackers + [self.nonfinite]
 
     def penalty_terms(self):
         """The unweighted BiTAT terms for the current layer, with its kernel as seen by the layer."""
@@ -64,6 +67,7 @@ class BitatTrainer(keras.Model):
         self.compiled_metrics.update_state(y, y_pred, sample_weight)
         for tracker, value in zip(self.trackers, values):
             tracker.update_state(value)
+        self.nonfinite.update_state(tf.reduce_sum(tf.cast(~tf.math.is_finite(tf.cast(x, tf.float32)), tf.float32)))
         return {m.name: m.result() for m in self.metrics}
 
 

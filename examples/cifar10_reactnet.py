@@ -46,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-dir", help="resume binarization from here")
     p.add_argument("--out", default="runs/cifar10_reactnet.json")
     p.add_argument("--save-model", help="save the binary model here (.keras)")
+    p.add_argument("--no-export", dest="export", action="store_false",
+                   help="skip the LCE / TFLite export and the parity check on the test split")
     args = p.parse_args(argv)
     if args.quick:
         args.fp_epochs, args.train_limit = 8, 20000
@@ -89,11 +91,40 @@ def main(argv=None):
         "unaggregated_params": result.report.unaggregated_params,
         "binarized_layers": len([r for r in result.report.layers if r.binarized]),
     }
+    if args.export:
+        figures["export"] = _export(model, result, test, args)
     print(json.dumps(figures, indent=2))
     _write(args, figures, result)
     if args.save_model:
         result.model.save(args.save_model)
     return 0
+
+
+def _export(fp_model, result, test, args):
+    """LCE flatbuffer of the binary model, float TFLite of the full-precision one, parity on the test split."""
+    from bitat_tf import export
+
+    stem = os.path.splitext(args.out)[0]
+    lce = export.export_lce(result.model, f"{stem}.lce.tflite")
+    fp = export.export_tflite(fp_model, f"{stem}.fp.tflite")
+    check = export.verify_export(result.model, lce, test, report=result.report)
+    print(check.to_markdown())
+    latency = _latency(lce, test)
+    return {**check.to_dict(), "lce_bytes": len(lce), "tflite_fp_bytes": len(fp),
+            "lce_x86_ms_per_image": latency}
+
+
+def _latency(flatbuffer, test, repeats=50):
+    """Single-image latency of LCE's interpreter on this machine (reference kernels on x86: not Arm speed)."""
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    interpreter = Interpreter(flatbuffer, num_threads=1)
+    image = next(iter(test))[0][:1].numpy()
+    interpreter.predict(image)  # warm up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        interpreter.predict(image)
+    return 1000 * (time.perf_counter() - t0) / repeats
 
 
 def _accuracy(model, dataset):

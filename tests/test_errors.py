@@ -108,3 +108,43 @@ def test_keras3_model_gets_an_answer_not_a_stack_trace():
 def test_model_that_is_not_a_model():
     with pytest.raises(UnsupportedModelError, match="tf_keras.Model"):
         bitat_tf.binarize("model.h5", _ds(X, Y), verbose=0)
+
+
+def test_nan_past_the_first_batch_stops_at_the_layer_and_keeps_the_checkpoint(model, tmp_path):
+    bad = X.copy()
+    bad[20:] = np.nan  # the first batch is clean; later ones poison the loss
+    config = BinarizeConfig(steps_per_layer=2, finetune_steps=2, bn_recalibration_batches=1,
+                            capture_batches=1, max_groups=4)
+    with pytest.raises(DatasetError, match="NaN or infinite inputs during block1_a quantize"):
+        bitat_tf.binarize(model, _ds(bad, Y), config=config, checkpoint_dir=tmp_path, verbose=0)
+    assert not (tmp_path / "LATEST").exists()  # nothing half-trained was checkpointed
+
+
+def test_two_runs_with_one_seed_are_identical(model):
+    from bitat_tf._compat import larq
+
+    config = BinarizeConfig(steps_per_layer=3, finetune_steps=2, bn_recalibration_batches=1, max_groups=4,
+                            seed=7)
+    runs = [bitat_tf.binarize(model, _ds(X, Y), config=config, verbose=0) for _ in range(2)]
+    for name in ("block1_a", "block1_b", "block2_a"):
+        with larq.context.quantized_scope(True):
+            a, b = (r.model.get_layer(name).kernel.numpy() for r in runs)
+        np.testing.assert_array_equal(a, b)
+    strip = lambda r: [(l["name"], l["val_accuracy"], l["final_terms"]) for l in r.report.to_dict()["layers"]]  # noqa
+    assert strip(runs[0]) == strip(runs[1])
+
+
+def test_diverging_loss_names_the_layer(model, monkeypatch):
+    from bitat_tf import transforms
+    from bitat_tf.errors import TrainingError
+
+    original = transforms.StagePenalty.terms
+
+    def exploding(self, w, alpha):
+        terms = original(self, w, alpha)
+        return {**terms, "quant": terms["quant"] * float("inf")}
+
+    monkeypatch.setattr(transforms.StagePenalty, "terms", exploding)
+    with pytest.raises(TrainingError, match="diverged during block1_a quantize"):
+        bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig(steps_per_layer=2, finetune_steps=0,
+                                                                  bn_recalibration_batches=1), verbose=0)
