@@ -95,7 +95,9 @@ class ScaledSign(_Switchable):
     def call(self, inputs):
         if not self.active:
             return inputs
-        return scaled_sign(inputs, tf.cast(self.alpha, inputs.dtype))
+        # Read both as tensors: a custom gradient must not capture (mirrored) variables.
+        inputs = tf.convert_to_tensor(inputs)
+        return scaled_sign(inputs, tf.cast(tf.convert_to_tensor(self.alpha), inputs.dtype))
 
     def init_from(self, kernel):
         """Set alpha to the mean absolute latent weight of each output channel."""
@@ -132,7 +134,8 @@ class ThresholdSign(_Switchable):
     def call(self, inputs):
         if not self.active:
             return inputs
-        return threshold_sign(inputs, tf.cast(self.beta, inputs.dtype))
+        inputs = tf.convert_to_tensor(inputs)
+        return threshold_sign(inputs, tf.cast(tf.convert_to_tensor(self.beta), inputs.dtype))
 
     def init_from(self, samples, method="mean"):
         """Set beta per channel from input samples of shape (..., channels): "mean", "median" or "zero"."""
