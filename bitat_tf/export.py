@@ -9,14 +9,16 @@ the op's output transform. `verify_export` checks that this happened and that th
 
 import collections
 import dataclasses
+import os
 
 import numpy as np
 
 from bitat_tf._compat import keras, larq, tf
 from bitat_tf.errors import ConfigError
+from bitat_tf.quantizers import ScaledSign, ThresholdSign
 
-_LCE_OPTIONS = ("inference_input_type", "inference_output_type", "target", "experimental_default_int8_range",
-                "experimental_enable_bitpacked_activations")
+_LCE_OPTIONS = ("inference_input_type", "inference_output_type", "target", "experimental_default_int8_range")
+_DENSE = ("conv", "keep")
 _TFLITE_OPTIONS = ("optimizations",)
 
 
@@ -33,18 +35,67 @@ def _write(flatbuffer, path):
     return flatbuffer
 
 
-def export_lce(model, path=None, **options):
+def export_lce(model, path=None, *, dense="conv", **options):
     """Convert a binarized model to a Larq Compute Engine flatbuffer (bytes; written to `path` if given).
 
     # Arguments
+        dense: "conv" computes each binarized `Dense` as a 1x1 binary convolution (LCE has a binary
+            convolution kernel and no binary dense one); "keep" leaves it a float FULLY_CONNECTED on signs.
         options: passed to `larq_compute_engine.convert_keras_model`: inference_input_type,
-            inference_output_type (e.g. tf.int8), target ("arm" or "xcore"),
-            experimental_default_int8_range, experimental_enable_bitpacked_activations.
+            inference_output_type (tf.float32 or tf.int8), target ("arm" or "xcore"),
+            experimental_default_int8_range (int8 for the full-precision ops with one uncalibrated range).
     """
     import larq_compute_engine as lce
 
     _check_options(options, _LCE_OPTIONS, "export_lce")
+    if dense not in _DENSE:
+        raise ConfigError(f"export_lce: dense must be one of {_DENSE}, got {dense!r}.")
+    if dense == "conv":
+        model = inference_model(model)
     return _write(lce.convert_keras_model(model, **options), path)
+
+
+@keras.utils.register_keras_serializable(package="bitat_tf")
+class DenseAsConv1x1(keras.layers.Layer):
+    """A binarized `Dense` computed as a 1x1 `QuantConv2D` on a 1x1 image (same weights, same output)."""
+
+    def __init__(self, units, use_bias=True, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.use_bias, self.activation = units, use_bias, keras.activations.get(activation)
+        self.conv = larq.layers.QuantConv2D(units, 1, use_bias=use_bias, activation=activation,
+                                            input_quantizer=ThresholdSign(), kernel_quantizer=ScaledSign(),
+                                            kernel_constraint="weight_clip", name="conv1x1")
+
+    def call(self, inputs):
+        return tf.squeeze(self.conv(inputs[:, None, None, :]), axis=[1, 2])
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "use_bias": self.use_bias,
+                "activation": keras.activations.serialize(self.activation)}
+
+
+def _is_binary_dense(layer):
+    return (type(layer) is larq.layers.QuantDense and layer in binarized_layers_of([layer])
+            and len(layer.input_shape) == 2)
+
+
+def inference_model(model):
+    """A copy of `model` in which every binarized 2-D `Dense` is a `DenseAsConv1x1`; outputs are unchanged."""
+
+    def clone(layer):
+        if not _is_binary_dense(layer):
+            return layer.__class__.from_config(layer.get_config())
+        return DenseAsConv1x1(layer.units, layer.use_bias, keras.activations.serialize(layer.activation),
+                              name=layer.name)
+
+    rebuilt = keras.models.clone_model(model, clone_function=clone)
+    for old, new in zip(model.layers, rebuilt.layers):
+        if isinstance(new, DenseAsConv1x1):
+            conv, (kernel, *rest) = new.conv, old.get_weights()
+            conv.set_weights([kernel.reshape(1, 1, *kernel.shape), *rest])
+        else:
+            new.set_weights(old.get_weights())
+    return rebuilt
 
 
 def export_tflite(model, path=None, **options):
@@ -110,8 +161,12 @@ class ExportCheck:
 
 def binarized_layers(model):
     """Layers of `model` whose inputs and kernel are both binarized (Larq precision 1)."""
+    return binarized_layers_of(model.layers)
+
+
+def binarized_layers_of(layers):
     found = []
-    for layer in model.layers:
+    for layer in layers:
         input_q = getattr(layer, "input_quantizer", None)
         kernel_q = getattr(layer, "kernel_quantizer", None) or getattr(layer, "depthwise_quantizer", None)
         if all(getattr(q, "precision", None) == 1 and getattr(q, "active", True) for q in (input_q, kernel_q)):
@@ -119,24 +174,26 @@ def binarized_layers(model):
     return found
 
 
-def verify_export(model, flatbuffer, dataset, *, max_batches=None, report=None):
+def verify_export(model, flatbuffer, dataset, *, dense="conv", max_batches=None, report=None):
     """Census of the flatbuffer's ops and Keras-vs-LCE parity on `dataset` ((x, y) or x batches).
 
-    Binarized `Dense` and `DepthwiseConv2D` layers are listed as not converted: LCE has binary kernels only
-    for 2D convolutions. The result joins `report.export` when a binarization report is given.
+    `dense` says how the flatbuffer was exported (see `export_lce`): with "conv", binarized 2-D `Dense`
+    layers are expected as `LceBconv2d` too. Binarized `DepthwiseConv2D` layers (and `Dense` with "keep")
+    are listed as not converted: LCE has binary kernels only for 2D convolutions. The result joins
+    `report.export` when a binarization report is given.
     """
     from larq_compute_engine.tflite.python.interpreter import Interpreter
 
     ops = op_census(flatbuffer)
     layers = binarized_layers(model)
-    convs = [l for l in layers if type(l) is larq.layers.QuantConv2D]
+    convs = [l for l in layers if type(l) is larq.layers.QuantConv2D or (dense == "conv" and _is_binary_dense(l))]
     not_converted = [f"{l.name} ({type(l).__name__}: LCE has no binary kernel for it)"
                      for l in layers if l not in convs]
     missing = len(convs) - ops.get("LceBconv2d", 0)
     if missing > 0:
-        not_converted.append(f"{missing} of the QuantConv2D layers (check that nothing sits between the sign "
+        not_converted.append(f"{missing} of the binary convolutions (check that nothing sits between the sign "
                              "and the convolution)")
-    interpreter = Interpreter(flatbuffer, num_threads=1)
+    interpreter = Interpreter(flatbuffer, num_threads=os.cpu_count() or 1)
     diffs, agree, count = [], 0, 0
     for batch in dataset.take(max_batches) if max_batches else dataset:
         x = batch[0] if isinstance(batch, tuple) else batch

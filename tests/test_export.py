@@ -46,15 +46,35 @@ def test_lce_flatbuffer_is_smaller_than_float_tflite(trained_cnn, flatbuffer, tm
     assert len(flatbuffer) < len(fp)
 
 
-def test_binarized_dense_is_reported_as_not_converted(trained_cnn, digits_ds):
-    train, test = digits_ds
-    result = bitat_tf.binarize(trained_cnn, train.take(4), config=bitat_tf.BinarizeConfig(
-        **{**CONFIG, "steps_per_layer": 1, "finetune_steps": 0}, keep_full_precision=["block1_a", "block1_b",
-                                                                                       "block2_a"],
-        force_binarize=["classifier"]), verbose=0)
-    check = export.verify_export(result.model, export.export_lce(result.model), test, max_batches=1)
+@pytest.fixture(scope="module")
+def binary_dense(trained_cnn, digits_ds):
+    train, _ = digits_ds
+    return bitat_tf.binarize(trained_cnn, train.take(4), config=bitat_tf.BinarizeConfig(
+        **{**CONFIG, "steps_per_layer": 1, "finetune_steps": 0},
+        keep_full_precision=["block1_a", "block1_b", "block2_a"], force_binarize=["classifier"]), verbose=0)
+
+
+def test_binarized_dense_exports_as_1x1_bconv(binary_dense, digits_ds):
+    _, test = digits_ds
+    rebuilt = export.inference_model(binary_dense.model)
+    x = next(iter(test))[0]
+    np.testing.assert_allclose(rebuilt(x).numpy(), binary_dense.model(x).numpy(), rtol=1e-5, atol=1e-5)
+    flatbuffer = export.export_lce(binary_dense.model)
+    assert export.op_census(flatbuffer)["LceBconv2d"] == 1
+    check = export.verify_export(binary_dense.model, flatbuffer, test)
+    assert check.binarized_convolutions == 1 and check.lce_bconv2d == 1 and not check.not_converted
+    assert check.top1_agreement >= 0.995
+
+
+def test_binarized_dense_kept_is_reported_as_not_converted(binary_dense, digits_ds):
+    _, test = digits_ds
+    flatbuffer = export.export_lce(binary_dense.model, dense="keep")
+    assert "LceBconv2d" not in export.op_census(flatbuffer)
+    check = export.verify_export(binary_dense.model, flatbuffer, test, dense="keep", max_batches=1)
     assert check.binarized_convolutions == 0 and "classifier (QuantDense" in check.not_converted[0]
     assert check.top1_agreement >= 0.99
+    with pytest.raises(ConfigError, match="dense must be one of"):
+        export.export_lce(binary_dense.model, dense="drop")
 
 
 def test_unknown_options_are_refused(binary):
