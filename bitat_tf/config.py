@@ -18,9 +18,9 @@ VARIANTS = {
 THRESHOLD_INITS = ("mean", "median", "zero")
 
 
-def _check(ok, name, value, must):
+def _check(ok, name, value, must, owner="BinarizeConfig"):
     if not ok:
-        raise ConfigError(f"BinarizeConfig: {name} must be {must}, got {value!r}.")
+        raise ConfigError(f"{owner}: {name} must be {must}, got {value!r}.")
 
 
 class BinarizeConfig:

@@ -10,6 +10,7 @@ the op's output transform. `verify_export` checks that this happened and that th
 import collections
 import dataclasses
 import os
+import time
 
 import numpy as np
 
@@ -208,6 +209,21 @@ def verify_export(model, flatbuffer, dataset, *, dense="conv", max_batches=None,
     if report is not None:
         report.export = check.to_dict()
     return check
+
+
+def lce_latency_ms(flatbuffer, image, *, repeats=50, num_threads=1):
+    """Mean milliseconds per call of LCE's interpreter on `image` (one batch), after a warm-up call.
+
+    On x86 these are LCE's reference kernels: a correctness tool, not the Arm speed users will see.
+    """
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    interpreter = Interpreter(flatbuffer, num_threads=num_threads)
+    interpreter.predict(image)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        interpreter.predict(image)
+    return 1000 * (time.perf_counter() - start) / repeats
 
 
 def add_cli_arguments(parser):

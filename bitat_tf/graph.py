@@ -4,6 +4,7 @@ Analysis never touches the user's model; `to_larq` clones it and copies the weig
 """
 
 import dataclasses
+import inspect
 import re
 
 from bitat_tf._compat import is_keras3_model, keras, larq
@@ -167,10 +168,13 @@ def _auto_blocks(binarized):
     return [binarized[i:i + 2] for i in range(0, len(binarized), 2)]
 
 
-def to_larq(model, plan):
+def to_larq(model, plan, *, quantizers=None):
     """Clone `model`, replacing each binarized layer by its Larq twin with inactive quantizers.
 
     The clone computes exactly what the original computes until `set_binary(layer, True)`.
+    `quantizers`, a function of the Keras layer returning `(input_quantizer, kernel_quantizer)`, puts
+    other (always active) quantizers in their place, e.g. Larq's "ste_sign" for the plain baseline; 'same'
+    padding then pads with +1 from the start.
     """
     chosen = set(plan.binarized)
 
@@ -180,9 +184,16 @@ def to_larq(model, plan):
         quant_cls, _, channel_axes = BINARIZABLE[type(layer)]
         kwarg = _QUANTIZER_ARG.get(type(layer), "kernel_quantizer")
         config = dict(layer.get_config())
+        if quantizers is None:
+            input_quantizer, kernel_quantizer = ThresholdSign(active=False), ScaledSign(
+                channel_axes=channel_axes, active=False)
+        else:
+            input_quantizer, kernel_quantizer = quantizers(layer)
+            if config.get("padding") == "same" and "pad_values" in inspect.signature(quant_cls).parameters:
+                config["pad_values"] = 1.0
         config.update({
-            "input_quantizer": ThresholdSign(active=False),
-            kwarg: ScaledSign(channel_axes=channel_axes, active=False),
+            "input_quantizer": input_quantizer,
+            kwarg: kernel_quantizer,
             kwarg.replace("quantizer", "constraint"): "weight_clip",
         })
         return quant_cls(**config)
@@ -209,14 +220,16 @@ def weight_quantizer(layer):
     return getattr(layer, "depthwise_quantizer", None) or layer.kernel_quantizer
 
 
-def set_binary(layer, on):
+def set_binary(layer, on, *, weights=None):
     """Switch a Larq layer's input and weight binarization on or off (recompile afterwards).
 
-    'same' padding must pad the binary input with +1 (LCE's binary convolution pads with one), while the
-    full-precision input must be padded with zeros, so the pad value follows the switch.
+    `weights` (default: `on`) lets the weights stay real while the input is binary, as in the first step
+    of ReActNet's training. 'same' padding must pad the binary input with +1 (LCE's binary convolution
+    pads with one), while the full-precision input must be padded with zeros, so the pad value follows
+    the input's switch.
     """
     layer.input_quantizer.active = on
-    weight_quantizer(layer).active = on
+    weight_quantizer(layer).active = on if weights is None else weights
     if getattr(layer, "padding", None) == "same" and hasattr(layer, "pad_values"):
         layer.pad_values = 1.0 if on else 0.0
         layer._is_native_padding = not on  # Larq decides at construction; the switch moves it with the value

@@ -54,14 +54,26 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
         - BiTAT: Neural Network Binarization with Task-dependent Aggregated Transformation
           (Park et al., ECCV 2022 Workshops), Algorithm 1.
     """
+    from bitat_tf.baselines import EndToEndConfig, EndToEndRun
+
     config = BinarizeConfig() if config is None else config
-    if not isinstance(config, BinarizeConfig):
-        raise ConfigError(f"config must be a bitat_tf.BinarizeConfig, got {type(config).__name__}.")
+    if not isinstance(config, (BinarizeConfig, EndToEndConfig)):
+        raise ConfigError(f"config must be a bitat_tf.BinarizeConfig (or an EndToEndConfig for the baselines), "
+                          f"got {type(config).__name__}.")
     model = _as_tf_keras(model)
     plan = graph.make_plan(model, config)
     steps_per_epoch, sparse = check_dataset(dataset, model)
     if validation_data is not None:
         check_dataset(validation_data, model, what="validation_data")
+    if isinstance(config, EndToEndConfig):
+        if checkpoint_dir is not None:
+            raise ConfigError("checkpoint_dir applies to BiTAT's layer-by-layer runs; the end-to-end baselines "
+                              "have no per-layer state to resume. Drop checkpoint_dir for them.")
+        return EndToEndRun(model, plan, dataset, validation_data, config, steps_per_epoch, sparse,
+                           verbose).execute()
+    if steps_per_epoch is None and (config.steps_per_layer is None or config.finetune_steps is None):
+        raise ConfigError("the dataset repeats forever, so epoch budgets are undefined: set "
+                          "steps_per_layer and finetune_steps in BinarizeConfig.")
     run = _Run(model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose)
     return run.execute(Checkpointer(checkpoint_dir, model, config, plan) if checkpoint_dir else None)
 
@@ -79,17 +91,15 @@ def _as_tf_keras(model):
 class _Run:
     """The state of one binarization run."""
 
-    def __init__(self, model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose):
+    def __init__(self, model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose,
+                 quantizers=None):
         self.plan, self.config, self.verbose = plan, config, verbose
         self.dataset = dataset
         self.steps_per_epoch = steps_per_epoch
-        if steps_per_epoch is None and (config.steps_per_layer is None or config.finetune_steps is None):
-            raise ConfigError("the dataset repeats forever, so epoch budgets are undefined: set "
-                              "steps_per_layer and finetune_steps in BinarizeConfig.")
         self.eval_data = validation_data if validation_data is not None else dataset.take(8)
         self.split = "validation" if validation_data is not None else "train (first 8 batches)"
         self.loss = resolve_loss(model, config, sparse)
-        self.working = graph.to_larq(model, plan)
+        self.working = graph.to_larq(model, plan, quantizers=quantizers)
         self.blocks = {}  # block index -> transforms.BlockState
         self.rows = {p.name: report_lib.LayerReport(p.name, p.type, p.binarize, p.reason) for p in plan.layers}
         self.history = {}
@@ -121,26 +131,7 @@ class _Run:
         return hist.history
 
     def recalibrate_batchnorm(self, index):
-        """Re-estimate the moving statistics of the BatchNorms above layer `index`.
-
-        Switching a layer to binary inputs and weights changes the scale of everything above it; a few
-        hundred steps at momentum 0.99 leave the moving averages far from the new statistics, and the
-        model then fails at inference although it trains well. Cumulative averages over a few batches
-        (momentum i / (i + 1) at batch i) fix that at the cost of a few forward passes.
-        """
-        norms = [l for i, l in enumerate(self.working.layers)
-                 if i > index and isinstance(l, keras.layers.BatchNormalization)]
-        if not norms or self.config.bn_recalibration_batches == 0:
-            return
-        saved = [(l.trainable, l.momentum) for l in norms]
-        for layer in norms:
-            layer.trainable = True
-        for i, (x, *_) in enumerate(self.dataset.take(self.config.bn_recalibration_batches)):
-            for layer in norms:
-                layer.momentum = i / (i + 1)
-            self.working(x, training=True)
-        for layer, (trainable, momentum) in zip(norms, saved):
-            layer.trainable, layer.momentum = trainable, momentum
+        recalibrate_batchnorm(self.working, self.dataset, self.config.bn_recalibration_batches, after=index)
 
     def evaluate(self):
         trainer = BitatTrainer(self.working)
@@ -252,6 +243,28 @@ class _Run:
     def _say(self, text):
         if self.verbose:
             print(text, flush=True)
+
+
+def recalibrate_batchnorm(model, dataset, batches, *, after=-1):
+    """Re-estimate the moving statistics of the BatchNorms of `model` above layer index `after`.
+
+    Switching a layer to binary inputs and weights changes the scale of everything above it; a few
+    hundred steps at momentum 0.99 leave the moving averages far from the new statistics, and the
+    model then fails at inference although it trains well. Cumulative averages over a few batches
+    (momentum i / (i + 1) at batch i) fix that at the cost of a few forward passes.
+    """
+    norms = [l for i, l in enumerate(model.layers) if i > after and isinstance(l, keras.layers.BatchNormalization)]
+    if not norms or batches == 0:
+        return
+    saved = [(l.trainable, l.momentum) for l in norms]
+    for layer in norms:
+        layer.trainable = True
+    for i, (x, *_) in enumerate(dataset.take(batches)):
+        for layer in norms:
+            layer.momentum = i / (i + 1)
+        model(x, training=True)
+    for layer, (trainable, momentum) in zip(norms, saved):
+        layer.trainable, layer.momentum = trainable, momentum
 
 
 class _Progress(keras.callbacks.Callback):

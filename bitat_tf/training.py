@@ -20,16 +20,25 @@ class BitatTrainer(keras.Model):
             the fine-tune of the layers above).
         layer: that layer (needed with a penalty).
         weights: mapping of term name to weight.
+        teacher: a full-precision model whose output distribution the student learns (ReActNet's
+            distribution loss): the task loss is replaced by
+            `(1 - distill_weight) * task + distill_weight * KL(teacher || student)`.
+        distill_weight: in [0, 1]; 0 leaves the task loss alone.
+        from_logits: whether the models output logits (else probabilities), for the distillation term.
     """
 
-    def __init__(self, model, *, penalty=None, layer=None, weights=None, **kwargs):
+    def __init__(self, model, *, penalty=None, layer=None, weights=None, teacher=None, distill_weight=0.0,
+                 from_logits=True, **kwargs):
         super().__init__(**kwargs)
         self.inner = model
         self.penalty = penalty
+        self.teacher = teacher if distill_weight > 0 else None
+        self.distill_weight, self.from_logits = float(distill_weight), from_logits
         self._layer_name = layer.name if layer is not None else None
         self.term_weights = dict(weights or {})
         # Keras' own "loss" metric is the task loss; the total and each BiTAT term get their own.
-        names = ("total_loss",) + (tuple(f"{t}_loss" for t in TERMS) if penalty is not None else ())
+        names = (("total_loss",) + (tuple(f"{t}_loss" for t in TERMS) if penalty is not None else ())
+                 + (("distill_loss",) if self.teacher is not None else ()))
         self.trackers = [keras.metrics.Mean(name=n) for n in names]
         # Non-finite inputs do not always show in the loss (sign() and ReLU can swallow NaN), so they are
         # counted here and the driver refuses to go on when any were seen.
@@ -54,12 +63,17 @@ class BitatTrainer(keras.Model):
             y_pred = self(x, training=True)
             task = self.compiled_loss(y, y_pred, sample_weight, regularization_losses=self.losses)
             total, values = task, []
+            if self.teacher is not None:
+                distill = self.distillation(x, y_pred)
+                total = (1.0 - self.distill_weight) * task + self.distill_weight * distill
             if self.penalty is not None:
                 terms = self.penalty_terms()
                 for name in TERMS:
                     total += self.term_weights.get(name, 0.0) * terms[name]
                     values.append(terms[name])
             values.insert(0, total)
+            if self.teacher is not None:
+                values.append(distill)
         variables = self.trainable_variables
         grads = tape.gradient(total, variables)
         # Quantizers that are still switched off (layers above this one) get no gradient: skip them.
@@ -69,6 +83,16 @@ class BitatTrainer(keras.Model):
             tracker.update_state(value)
         self.nonfinite.update_state(tf.reduce_sum(tf.cast(~tf.math.is_finite(tf.cast(x, tf.float32)), tf.float32)))
         return {m.name: m.result() for m in self.metrics}
+
+
+    def distillation(self, x, y_pred):
+        """Mean KL divergence from the teacher's output distribution to the student's."""
+        target = self.teacher(x, training=False)
+        if self.from_logits:
+            log_p, log_q = tf.nn.log_softmax(target), tf.nn.log_softmax(y_pred)
+        else:
+            log_p, log_q = (tf.math.log(tf.clip_by_value(t, 1e-7, 1.0)) for t in (target, y_pred))
+        return tf.reduce_mean(tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1))
 
 
 def make_optimizer(learning_rate, steps):

@@ -11,8 +11,6 @@ records (the last 1,000); the test split is used once, at the end. Figures go to
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -114,22 +112,9 @@ def _export(fp_model, result, test, args):
     fp = export.export_tflite(fp_model, f"{stem}.fp.tflite")
     check = export.verify_export(result.model, lce, test, report=result.report)
     print(check.to_markdown())
-    latency = _latency(lce, test)
+    latency = export.lce_latency_ms(lce, next(iter(test))[0][:1].numpy())
     return {**check.to_dict(), "lce_bytes": len(lce), "tflite_fp_bytes": len(fp),
             "lce_x86_ms_per_image": latency}
-
-
-def _latency(flatbuffer, test, repeats=50):
-    """Single-image latency of LCE's interpreter on this machine (reference kernels on x86: not Arm speed)."""
-    from larq_compute_engine.tflite.python.interpreter import Interpreter
-
-    interpreter = Interpreter(flatbuffer, num_threads=1)
-    image = next(iter(test))[0][:1].numpy()
-    interpreter.predict(image)  # warm up
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        interpreter.predict(image)
-    return 1000 * (time.perf_counter() - t0) / repeats
 
 
 def _accuracy(model, dataset):
@@ -140,27 +125,16 @@ def _accuracy(model, dataset):
 
 
 def _write(args, figures, result):
+    from bitat_tf import runinfo
+
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = None
     record = {
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
-        "args": vars(args), "figures": figures, "report": result.report.to_dict(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "versions": _versions(), "commit": commit,
+        "args": vars(args), "figures": figures, "report": result.report.to_dict(), **runinfo.provenance(),
     }
     with open(args.out, "w") as f:
         json.dump(record, f, indent=2, default=str)
     print(f"written {args.out}")
-
-
-def _versions():
-    from importlib.metadata import version
-
-    return {p: version(p) for p in ("tensorflow", "tf-keras", "larq", "larq-compute-engine", "numpy",
-                                    "scikit-learn")}
 
 
 if __name__ == "__main__":

@@ -17,6 +17,51 @@ def _pct(value):
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def _load_bench():
+    """benchmarks/run.py, for its `table()` (the same markdown the benchmark writes)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", os.path.join(ROOT, "benchmarks", "run.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_tables():
+    parts = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "results", "bench_*", "summary.json"))):
+        with open(path) as f:
+            summary = json.load(f)
+        s = summary["settings"]
+        parts.append(f"**Benchmark, {summary['mode']} run** (`{os.path.relpath(path, ROOT)}`, commit "
+                     f"{str(summary.get('commit'))[:12]}): ReActNet-A twin width {s['width']:g}, "
+                     f"{s['train_limit']:,} training images, every method from the same full-precision "
+                     f"checkpoint with the same budget of {_budget(summary)} optimizer steps of batch "
+                     f"{s['batch_size']}; whole run {summary['wall_seconds'] / 60:.0f} min.\n\n"
+                     + _load_bench().table(summary))
+    return "\n\n".join(parts)
+
+
+def _budget(summary):
+    budgets = {r.get("budget_steps") for r in summary["methods"].values()}
+    return ", ".join(f"{b:,}" for b in sorted(b for b in budgets if b))
+
+
+def memory_table():
+    path = os.path.join(ROOT, "results", "memory.json")
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        record = json.load(f)
+    rows = [f"**Peak memory of `binarize`** (`results/memory.json`, capture budget "
+            f"{record['points'][0]['capture_memory_mb']} MB, data held in memory):\n",
+            "| examples | layer width | dataset in memory | RSS before binarize | peak RSS |", "|---|---|---|---|---|"]
+    for p in record["points"]:
+        rows.append(f"| {p['examples']:,} | {p['width']} | {p['dataset_mb']:.0f} MB | "
+                    f"{p['rss_before_binarize_mb']:.0f} MB | {p['peak_rss_mb']:.0f} MB |")
+    return "\n".join(rows)
+
+
 def table():
     rows = ["| run | FP test acc | BiTAT binary test acc | binarize time | total time | s+V params (aggregated / "
             "unaggregated) | LceBconv2d | Keras vs LCE top-1 | LCE / FP TFLite size |",
@@ -24,7 +69,9 @@ def table():
     for path in sorted(glob.glob(os.path.join(ROOT, "results", "*.json"))):
         with open(path) as f:
             record = json.load(f)
-        fig = record["figures"]
+        fig = record.get("figures")
+        if not isinstance(fig, dict) or "binary_test_accuracy" not in fig:
+            continue  # not an example run (e.g. memory.json)
         export = fig.get("export") or {}
         sizes = (f"{export['lce_bytes']:,} / {export['tflite_fp_bytes']:,} B "
                  f"({export['tflite_fp_bytes'] / export['lce_bytes']:.1f}x smaller)") if export else "-"
@@ -35,7 +82,7 @@ def table():
             f"{fig['transform_params']:,} / {fig['unaggregated_params']:,} ({100 * ratio:.2f}%)" if ratio else "-",
             f"{export['lce_bconv2d']} of {export['binarized_convolutions']}" if export else "-",
             _pct(export.get("top1_agreement")) if export else "-", sizes]) + " |")
-    return "\n".join(rows)
+    return "\n\n".join(part for part in ("\n".join(rows), bench_tables(), memory_table()) if part)
 
 
 def main(argv):

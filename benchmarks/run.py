@@ -1,0 +1,311 @@
+"""BiTAT against ReActNet-style and straight-through binarization, and the paper's ablation, side by side.
+
+    python benchmarks/run.py --mode quick       # one small run for development (about 15 minutes)
+    python benchmarks/run.py --mode standard    # the README's figures (at most 90 minutes, FP cached)
+    python benchmarks/run.py --mode standard --methods bitat,reactnet --seed 1
+
+Protocol (../shared/design/benchmarks.md): one full-precision ReActNet-A twin, trained once and cached by
+recipe; every method starts from that checkpoint with the same training budget, counted in optimizer steps
+of the same batch size: BiTAT's `layers x (steps_per_layer + finetune_steps)`, which the end-to-end
+baselines spend in one (STE) or two (ReActNet) phases. Choices use a validation split held out from the
+training records; the test split is read once per method, at the end.
+
+Each method runs in its own process (clean peak RSS, and a crash loses only that method) and writes
+`<out>/<method>.json`; a rerun skips methods whose file exists for the same settings, so an interrupted
+benchmark resumes. At the end the runner writes `<out>/summary.json`, `<out>/table.md` and
+`<out>/accuracy_vs_time.png`.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VALIDATION = 1000  # the last training records
+
+# Method name -> (kind, settings). BiTAT variants are BinarizeConfig(variant=...), baselines EndToEndConfig.
+METHODS = {
+    "bitat": ("bitat", {"variant": "bitat"}),
+    "sequential": ("bitat", {"variant": "sequential"}),
+    "intra": ("bitat", {"variant": "intra"}),
+    "cross": ("bitat", {"variant": "cross"}),
+    "filterwise": ("bitat", {"variant": "filterwise"}),
+    "svd": ("bitat", {"variant": "svd"}),
+    "reactnet": ("baseline", {"method": "reactnet"}),
+    "ste": ("baseline", {"method": "ste"}),
+    "ste_larq": ("baseline", {"method": "ste", "quantizers": "larq_ste", "distill_weight": 0.0}),
+}
+LABELS = {
+    "bitat": "BiTAT (full, k-means aggregated)", "sequential": "BiTAT sequential only",
+    "intra": "BiTAT intra-layer transform", "cross": "BiTAT cross-layer, no aggregation",
+    "filterwise": "BiTAT filter-wise groups", "svd": "BiTAT truncated SVD",
+    "reactnet": "ReActNet two-step + distillation", "ste": "end-to-end STE (scaled sign, thresholds)",
+    "ste_larq": "end-to-end STE (plain Larq ste_sign)",
+}
+MODES = {
+    # 16k training images, 4 FP epochs; 31 layers x 16 steps = 496 steps (4 epochs of the subset) a method.
+    "quick": dict(train_limit=16000, fp_epochs=4, steps_per_layer=10, finetune_steps=6, capture_batches=2,
+                  bn_recalibration_batches=4, methods="bitat,sequential,reactnet,ste"),
+    # 49k images, 10 FP epochs (the calibrated recipe); 31 x 40 = 1240 steps (3.2 epochs) a method.
+    "standard": dict(train_limit=50000 - VALIDATION, fp_epochs=10, steps_per_layer=28, finetune_steps=12,
+                     capture_batches=4, bn_recalibration_batches=8,
+                     methods="bitat,sequential,intra,cross,reactnet,ste,ste_larq"),
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mode", choices=sorted(MODES), default="quick")
+    p.add_argument("--methods", help=f"comma-separated, from {sorted(METHODS)} (default: the mode's)")
+    p.add_argument("--width", type=float, default=0.25)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--learning-rate", type=float, default=3e-3, help="BiTAT's quantisation step size")
+    p.add_argument("--baseline-learning-rate", type=float, default=1e-3, help="the baselines' step size")
+    p.add_argument("--finetune-learning-rate", type=float, default=5e-4)
+    for key in ("train_limit", "fp_epochs", "steps_per_layer", "finetune_steps", "capture_batches",
+                "bn_recalibration_batches"):
+        p.add_argument("--" + key.replace("_", "-"), type=int, help="override the mode's value")
+    p.add_argument("--no-export", dest="export", action="store_false", help="skip LCE export of BiTAT's model")
+    p.add_argument("--data-dir", help="datasets folder (default: $BITAT_DATASETS or ../shared/datasets)")
+    p.add_argument("--cache-dir", default=os.path.join(ROOT, "runs", "cache"))
+    p.add_argument("--out", help="output folder (default: results/bench_<mode>)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one method (or "fp") in this process
+    args = p.parse_args(argv)
+    for key, value in MODES[args.mode].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown:
+        p.error(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
+    args.out = args.out or os.path.join(ROOT, "results", f"bench_{args.mode}")
+    return args
+
+
+def settings(args):
+    """What a method's figures depend on; a stored result is reused only when these match."""
+    keys = ("mode", "width", "batch_size", "seed", "learning_rate", "baseline_learning_rate",
+            "finetune_learning_rate", "train_limit", "fp_epochs", "steps_per_layer", "finetune_steps",
+            "capture_batches", "bn_recalibration_batches")
+    return {k: getattr(args, k) for k in keys}
+
+
+def recipe(args):
+    return f"reactnet_a_w{args.width:g}_n{args.train_limit}_e{args.fp_epochs}_s{args.seed}"
+
+
+# ---- worker: one method in its own process ---------------------------------------------------------------
+def _data(args):
+    from bitat_tf import data
+
+    load = dict(data_dir=args.data_dir, batch_size=args.batch_size, seed=args.seed)
+    return (data.load_cifar10("train", limit=args.train_limit, augment=True, shuffle=True, **load),
+            data.load_cifar10("train", skip=50000 - VALIDATION, **load),
+            data.load_cifar10("test", **load))
+
+
+def _accuracy(model, dataset):
+    from bitat_tf._compat import keras
+
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return float(model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"])
+
+
+def _rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def worker(args):
+    import bitat_tf
+    from bitat_tf import fp_training, zoo
+
+    train, val, test = _data(args)
+    model = zoo.reactnet_a(width=args.width)
+    model, fp = fp_training.train_full_precision(
+        model, train, epochs=args.fp_epochs, cache_path=os.path.join(args.cache_dir, f"{recipe(args)}.h5"),
+        verbose=2)
+    if args.worker == "fp":
+        return {"fp_train_seconds": None if fp["cached"] else fp["seconds"],
+                "fp_val_accuracy": _accuracy(model, val), "fp_test_accuracy": _accuracy(model, test),
+                "presign_inputs": presign_statistics(model, val, zoo.reactnet_a_blocks(model))}
+    kind, extra = METHODS[args.worker]
+    layers = sum(len(block) for block in zoo.reactnet_a_blocks(model))
+    budget = layers * (args.steps_per_layer + args.finetune_steps)
+    if kind == "bitat":
+        config = bitat_tf.BinarizeConfig(
+            steps_per_layer=args.steps_per_layer, finetune_steps=args.finetune_steps,
+            learning_rate=args.learning_rate, finetune_learning_rate=args.finetune_learning_rate,
+            blocks=zoo.reactnet_a_blocks(model), capture_batches=args.capture_batches,
+            bn_recalibration_batches=args.bn_recalibration_batches, seed=args.seed, **extra)
+    else:
+        config = bitat_tf.EndToEndConfig(
+            steps=budget, learning_rate=args.baseline_learning_rate, capture_batches=args.capture_batches,
+            bn_recalibration_batches=args.bn_recalibration_batches, seed=args.seed, **extra)
+    rss_before = _rss_mb()
+    start = time.time()
+    result = bitat_tf.binarize(model, train, validation_data=val, config=config)
+    seconds = time.time() - start
+    figures = {
+        "label": LABELS[args.worker], "config": config.get_config(), "budget_steps": budget,
+        "binarize_seconds": seconds, "peak_rss_mb": _rss_mb(), "rss_before_binarize_mb": rss_before,
+        "val_accuracy": result.report.binary_accuracy, "test_accuracy": _accuracy(result.model, test),
+        "fp_val_accuracy": result.report.fp_accuracy,
+        "transform_params": result.report.transform_params,
+        "unaggregated_params": result.report.unaggregated_params,
+        "per_layer_val_accuracy": {r.name: r.val_accuracy for r in result.report.layers if r.binarized},
+    }
+    if args.export and args.worker == "bitat":
+        figures["export"] = _export(model, result, test, args)
+    return figures
+
+
+def presign_statistics(model, dataset, blocks):
+    """How the full-precision inputs of the layers to binarize sit against sign's gradient window.
+
+    Larq's `ste_sign` passes gradient only where |x| <= 1, and plain sign(x) needs both signs to carry
+    information; these figures show how much of each layer's input a plain STE recipe would waste.
+    """
+    import numpy as np
+
+    from bitat_tf import capture
+
+    rows = {}
+    for name in (n for block in blocks for n in block):
+        x = capture.capture_inputs(model, model.get_layer(name), dataset, max_batches=2, memory_mb=256,
+                                   seed=0).raw.reshape(-1, model.get_layer(name).input_shape[-1])
+        rows[name] = {"outside_ste_window": float(np.mean(np.abs(x) > 1)), "positive": float(np.mean(x > 0)),
+                      "std": float(x.std())}
+    mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in ("outside_ste_window", "positive", "std")}
+    return {"mean_over_layers": mean, "per_layer": rows}
+
+
+def _export(fp_model, result, test, args):
+    from bitat_tf import export
+
+    lce = export.export_lce(result.model)
+    fp = export.export_tflite(fp_model)
+    check = export.verify_export(result.model, lce, test)
+    return {**check.to_dict(), "lce_bytes": len(lce), "tflite_fp_bytes": len(fp),
+            "lce_x86_ms_per_image": export.lce_latency_ms(lce, next(iter(test))[0][:1].numpy())}
+
+
+# ---- driver ---------------------------------------------------------------------------------------------
+def _run_worker(args, name, path, argv):
+    """Run one method in a child process; its JSON lands at `path` (kept when it matches the settings)."""
+    if os.path.exists(path):
+        with open(path) as f:
+            stored = json.load(f)
+        if stored.get("settings") == settings(args):
+            print(f"== {name}: reusing {os.path.relpath(path, ROOT)}", flush=True)
+            return stored
+    print(f"== {name}: running", flush=True)
+    start = time.time()
+    code = subprocess.call([sys.executable, os.path.abspath(__file__), *argv, "--worker", name])
+    if code != 0 or not os.path.exists(path):
+        print(f"== {name}: FAILED (exit {code}); the other methods go on", flush=True)
+        return None
+    with open(path) as f:
+        stored = json.load(f)
+    print(f"== {name}: done in {time.time() - start:.0f}s", flush=True)
+    return stored
+
+
+def summarize(args, fp, results, seconds):
+    from bitat_tf import runinfo
+
+    reference = results.get("reactnet") or {}
+    summary = {
+        "mode": args.mode, "settings": settings(args), "recipe": recipe(args), "wall_seconds": seconds,
+        "full_precision": fp, "methods": results, **runinfo.provenance(),
+    }
+    for name, r in results.items():
+        r["time_vs_reactnet"] = (r["binarize_seconds"] / reference["binarize_seconds"]) if reference else None
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(table(summary) + "\n")
+    plot(summary, os.path.join(args.out, "accuracy_vs_time.png"))
+    return summary
+
+
+def table(summary):
+    """Markdown table of one benchmark summary (also used for the README)."""
+    fp = summary["full_precision"]
+    rows = ["| method | test top-1 | val top-1 | binarize time | vs ReActNet | peak RSS | s+V params "
+            "(aggregated / unaggregated) |", "|---|---|---|---|---|---|---|",
+            f"| full precision (start point) | {_pct(fp['fp_test_accuracy'])} | {_pct(fp['fp_val_accuracy'])} | "
+            f"- | - | - | - |"]
+    for name, r in summary["methods"].items():
+        params = (f"{r['transform_params']:,} / {r['unaggregated_params']:,} "
+                  f"({100 * r['transform_params'] / r['unaggregated_params']:.2f}%)"
+                  if r.get("unaggregated_params") else "-")
+        ratio = f"{r['time_vs_reactnet']:.2f}x" if r.get("time_vs_reactnet") else "-"
+        rows.append(f"| {r['label']} | {_pct(r['test_accuracy'])} | {_pct(r['val_accuracy'])} | "
+                    f"{r['binarize_seconds']:.0f} s | {ratio} | {r['peak_rss_mb']:.0f} MB | {params} |")
+    return "\n".join(rows)
+
+
+def _pct(value):
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def plot(summary, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, r in summary["methods"].items():
+        ax.scatter(r["binarize_seconds"] / 60, 100 * r["test_accuracy"], s=40)
+        ax.annotate(name, (r["binarize_seconds"] / 60, 100 * r["test_accuracy"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=9)
+    ax.axhline(100 * summary["full_precision"]["fp_test_accuracy"], color="gray", linestyle="--",
+               label="full precision")
+    ax.set_xlabel("binarization wall time (minutes, 2 CPU cores)")
+    ax.set_ylabel("CIFAR-10 test top-1 (%)")
+    ax.set_title(f"{summary['recipe']}, {summary['mode']} run, same step budget")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    if args.worker:
+        figures = worker(args)
+        record = {"method": args.worker, "settings": settings(args), "figures": figures}
+        path = os.path.join(args.out, f"{args.worker}.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(record, f, indent=2, default=str)
+        os.replace(path + ".tmp", path)
+        return 0
+    start = time.time()
+    fp = _run_worker(args, "fp", os.path.join(args.out, "fp.json"), argv)
+    if fp is None:
+        return 1
+    results = {}
+    for i, name in enumerate(args.methods, start=1):
+        print(f"== [{i}/{len(args.methods)}] {LABELS[name]}; elapsed {time.time() - start:.0f}s", flush=True)
+        stored = _run_worker(args, name, os.path.join(args.out, f"{name}.json"), argv)
+        if stored is not None:
+            results[name] = stored["figures"]
+    summary = summarize(args, fp["figures"], results, time.time() - start)
+    print(table(summary))
+    print(f"written {os.path.relpath(args.out, ROOT)}/summary.json, table.md, accuracy_vs_time.png")
+    return 0 if len(results) == len(args.methods) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The baselines BiTAT is measured against, as configurations of `bitat_tf.binarize`.
+
+- "reactnet": ReActNet's two-step training. Step 1 binarizes the activations of every chosen layer and
+  trains the whole network with real weights; step 2 binarizes the weights too and trains again. The loss
+  is the KL divergence to the full-precision model's outputs (ReActNet's distribution loss).
+- "ste": plain end-to-end straight-through training: every chosen layer binary at once, task loss.
+
+Both start from the same model, layer policy and data as BiTAT, and by default use the same quantizers
+(per-channel scaled sign weights, sign inputs with a data-initialised threshold and ApproxSign gradient),
+so that what differs is the training schedule. `quantizers="larq_ste"` instead puts Larq's `ste_sign` on
+inputs and kernels, with no scale and no threshold: the textbook recipe, kept to show why it fails.
+
+    config = bitat_tf.EndToEndConfig(method="reactnet", epochs=8, learning_rate=1e-3)
+    result = bitat_tf.binarize(model, train_ds, validation_data=val_ds, config=config)
+"""
+
+import time
+
+from bitat_tf import capture, graph, report as report_lib
+from bitat_tf._compat import keras, larq, tf
+from bitat_tf.config import THRESHOLD_INITS, _check, _is_int, _is_real, _names
+from bitat_tf.errors import ConfigError
+from bitat_tf.progressive import BinarizeResult, _clock, _Run, recalibrate_batchnorm
+from bitat_tf.training import BitatTrainer
+
+METHODS = ("reactnet", "ste")
+QUANTIZERS = ("bitat", "larq_ste")
+
+
+class EndToEndConfig:
+    """Configuration of an end-to-end baseline run by `bitat_tf.binarize`; keyword-only, validated.
+
+    # Arguments
+        method: "reactnet" (two steps: binary activations, then binary weights too; distillation) or
+            "ste" (all layers binary at once).
+        epochs / steps: the whole training budget, in epochs of the dataset or in optimizer steps (steps,
+            when given, replace epochs). "reactnet" gives each of its two steps half.
+        learning_rate: Adam step size, cosine decay to zero within each step.
+        distill_weight: weight of the KL divergence to the full-precision model in
+            `(1 - w) * task + w * KL`; default 1.0 for "reactnet" (its recipe), 0.0 for "ste".
+        quantizers: "bitat" (the quantizers BiTAT uses) or "larq_ste" (Larq's `ste_sign` everywhere, "ste"
+            only).
+        threshold_init: input threshold start for "bitat" quantizers: "mean", "median" or "zero".
+        binarize_first, binarize_last, binarize_depthwise, binarize_dense, keep_full_precision,
+        force_binarize: the layer policy, as in `BinarizeConfig`.
+        capture_batches / capture_memory_mb: data read to initialise the thresholds.
+        bn_recalibration_batches: batches over which BatchNorm statistics are re-estimated at the end.
+        seed, loss: as in `BinarizeConfig`.
+    """
+
+    cross_layer = False  # for the layer plan: no blocks
+    blocks = "auto"
+
+    def __init__(self, *, method="reactnet", epochs=1.0, steps=None, learning_rate=1e-3, distill_weight=None,
+                 quantizers="bitat", threshold_init="mean", binarize_first=False, binarize_last=False,
+                 binarize_depthwise=False, binarize_dense=True, keep_full_precision=(), force_binarize=(),
+                 capture_batches=4, capture_memory_mb=512, bn_recalibration_batches=16, seed=0, loss=None):
+        name = "EndToEndConfig"
+        _check(method in METHODS, "method", method, f"one of {METHODS}", name)
+        _check(_is_real(epochs) and epochs >= 0, "epochs", epochs, "a finite number of epochs >= 0", name)
+        _check(steps is None or (_is_int(steps) and steps >= 0), "steps", steps, "None or an integer >= 0", name)
+        if (steps if steps is not None else epochs) == 0:
+            raise ConfigError(f"{name}: the training budget is zero; set epochs > 0 or steps > 0.")
+        _check(_is_real(learning_rate) and 0 < learning_rate < 1, "learning_rate", learning_rate,
+               "a number in (0, 1)", name)
+        distill_weight = (1.0 if method == "reactnet" else 0.0) if distill_weight is None else distill_weight
+        _check(_is_real(distill_weight) and 0 <= distill_weight <= 1, "distill_weight", distill_weight,
+               "a number in [0, 1]", name)
+        _check(quantizers in QUANTIZERS, "quantizers", quantizers, f"one of {QUANTIZERS}", name)
+        if quantizers == "larq_ste" and method != "ste":
+            raise ConfigError(f"{name}: quantizers='larq_ste' has no separate activation and weight switches, "
+                              "so it runs with method='ste' only.")
+        _check(threshold_init in THRESHOLD_INITS, "threshold_init", threshold_init, f"one of {THRESHOLD_INITS}",
+               name)
+        for key, value in (("capture_batches", capture_batches), ("capture_memory_mb", capture_memory_mb)):
+            _check(_is_int(value) and value >= 1, key, value, "an integer >= 1", name)
+        _check(_is_int(bn_recalibration_batches) and bn_recalibration_batches >= 0, "bn_recalibration_batches",
+               bn_recalibration_batches, "an integer >= 0", name)
+        _check(_is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0", name)
+        self.method, self.epochs, self.steps = method, float(epochs), steps
+        self.learning_rate, self.distill_weight = float(learning_rate), float(distill_weight)
+        self.quantizers, self.threshold_init = quantizers, threshold_init
+        self.binarize_first, self.binarize_last = bool(binarize_first), bool(binarize_last)
+        self.binarize_depthwise, self.binarize_dense = bool(binarize_depthwise), bool(binarize_dense)
+        self.keep_full_precision = _names(keep_full_precision, "keep_full_precision")
+        self.force_binarize = _names(force_binarize, "force_binarize")
+        self.capture_batches, self.capture_memory_mb = int(capture_batches), int(capture_memory_mb)
+        self.bn_recalibration_batches, self.seed, self.loss = int(bn_recalibration_batches), int(seed), loss
+
+    def get_config(self):
+        config = dict(vars(self))
+        config["keep_full_precision"] = list(self.keep_full_precision)
+        config["force_binarize"] = list(self.force_binarize)
+        if config["loss"] is not None and not isinstance(config["loss"], str):
+            config["loss"] = getattr(config["loss"], "name", type(config["loss"]).__name__)
+        return config
+
+    def __repr__(self):
+        return "EndToEndConfig(" + ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()) + ")"
+
+
+def _larq_ste(layer):
+    return larq.quantizers.SteSign(), larq.quantizers.SteSign()
+
+
+class EndToEndRun(_Run):
+    """One baseline run; shares budgets, progress, evaluation and the report with BiTAT's driver."""
+
+    def __init__(self, model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose):
+        if steps_per_epoch is None and config.steps is None:
+            raise ConfigError("the dataset repeats forever, so an epoch budget is undefined: set "
+                              "EndToEndConfig(steps=...).")
+        super().__init__(model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose,
+                         quantizers=_larq_ste if config.quantizers == "larq_ste" else None)
+        self.teacher = None
+        if config.distill_weight > 0:  # a frozen copy: the user's model is never touched
+            self.teacher = keras.models.clone_model(model)
+            self.teacher.set_weights(model.get_weights())
+            self.teacher.trainable = False
+        self.from_logits = getattr(self.loss, "get_config", lambda: {})().get("from_logits", True)
+
+    def _layers(self):
+        return [self.working.get_layer(name) for name in self.plan.binarized]
+
+    def initialise_quantizers(self):
+        """Thresholds from each layer's real inputs in the full-precision model, alpha from its kernel."""
+        for layer in self._layers():
+            captured = capture.capture_inputs(self.working, layer, self.dataset,
+                                              max_batches=self.config.capture_batches,
+                                              memory_mb=self.config.capture_memory_mb, seed=self.config.seed)
+            capture.init_threshold(layer, captured, self.config.threshold_init)
+            graph.weight_quantizer(layer).init_from(graph.kernel_of(layer))
+
+    def train_phase(self, label, steps):
+        self._train_only(self.working.layers)
+        trainer = BitatTrainer(self.working, teacher=self.teacher, distill_weight=self.config.distill_weight,
+                               from_logits=self.from_logits)
+        return self._fit(trainer, self.config.learning_rate, steps, label)
+
+    def execute(self):
+        config, start = self.config, time.time()
+        tf.keras.utils.set_random_seed(config.seed)
+        fp_accuracy = self.evaluate()
+        total = self._steps(config.steps, config.epochs)
+        self._say(f"bitat_tf baseline {config.method!r} ({config.quantizers} quantizers): "
+                  f"{len(self.plan.binarized)} of {len(self.plan.layers)} weight layers, {total} steps; "
+                  f"full-precision accuracy ({self.split}) {fp_accuracy:.4f}")
+        if config.quantizers == "bitat":
+            self.initialise_quantizers()
+        if config.method == "reactnet":
+            for layer in self._layers():
+                graph.set_binary(layer, True, weights=False)
+            self.history["activations"] = self.train_phase("step 1/2 binary activations", total // 2)
+            self._say(f"step 1/2 done: accuracy {self.evaluate():.4f}; elapsed {_clock(time.time() - start)}")
+            for layer in self._layers():
+                graph.set_binary(layer, True)
+            self.history["weights"] = self.train_phase("step 2/2 binary weights", total - total // 2)
+        else:
+            if config.quantizers == "bitat":
+                for layer in self._layers():
+                    graph.set_binary(layer, True)
+            self.history["end_to_end"] = self.train_phase("all layers binary", total)
+        recalibrate_batchnorm(self.working, self.dataset, config.bn_recalibration_batches)
+        for layer in self.working.layers:
+            layer.trainable = True
+        report = report_lib.Report(
+            layers=list(self.rows.values()), config=config.get_config(), fp_accuracy=fp_accuracy,
+            binary_accuracy=self.evaluate(), accuracy_split=self.split, seconds=time.time() - start,
+            larq_summary=report_lib.larq_summary(self.working))
+        self._say(f"bitat_tf baseline {config.method!r}: accuracy full precision {fp_accuracy:.4f} -> binary "
+                  f"{report.binary_accuracy:.4f} ({self.split}); {_clock(report.seconds)}")
+        return BinarizeResult(self.working, report, self.history)
+
+
+__all__ = ["EndToEndConfig", "METHODS", "QUANTIZERS"]
