@@ -44,7 +44,10 @@ def export_lce(model, path=None, *, dense="conv", **options):
             convolution kernel and no binary dense one); "keep" leaves it a float FULLY_CONNECTED on signs.
         options: passed to `larq_compute_engine.convert_keras_model`: inference_input_type,
             inference_output_type (tf.float32 or tf.int8), target ("arm" or "xcore"),
-            experimental_default_int8_range (int8 for the full-precision ops with one uncalibrated range).
+            experimental_default_int8_range: `(min, max)`; the full-precision layers (stem convolution,
+            classifier, the threshold subtractions) then run in int8 with that one range for every
+            activation. LCE calls it a latency-testing aid: the range is not calibrated, so check the
+            accuracy with `verify_export` before shipping such a model.
     """
     import larq_compute_engine as lce
 
@@ -113,10 +116,17 @@ def export_tflite(model, path=None, **options):
 
 def op_census(flatbuffer):
     """Count the operators of a flatbuffer's main graph by name (builtin names and custom codes)."""
+    return collections.Counter(name for name, _ in operators(flatbuffer))
+
+
+def operators(flatbuffer):
+    """The main graph's operators in order, each as `(name, [input tensor types])`, e.g. to see which
+    full-precision ops run in int8 (`("CONV_2D", ["INT8", "INT8", "INT32"])`)."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     root = schema.Model.GetRootAsModel(flatbuffer, 0)
     builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     codes = []
     for i in range(root.OperatorCodesLength()):
         code = root.OperatorCodes(i)
@@ -125,7 +135,12 @@ def op_census(flatbuffer):
         else:
             codes.append(builtin[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())])
     graph = root.Subgraphs(0)
-    return collections.Counter(codes[graph.Operators(i).OpcodeIndex()] for i in range(graph.OperatorsLength()))
+    out = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        inputs = [types[graph.Tensors(op.Inputs(j)).Type()] for j in range(op.InputsLength()) if op.Inputs(j) >= 0]
+        out.append((codes[op.OpcodeIndex()], inputs))
+    return out
 
 
 @dataclasses.dataclass

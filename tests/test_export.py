@@ -92,3 +92,13 @@ def test_cli_export_of_a_saved_model(binary, tmp_path, capsys):
     assert main(["export", str(saved), str(tmp_path / "m.tflite"), "--verify-data", "digits"]) == 0
     out = capsys.readouterr().out
     assert "LceBconv2d': 3" in out and "became LceBconv2d: 3 of 3" in out
+
+
+def test_int8_option_puts_the_full_precision_layers_in_int8(binary, digits_ds):
+    """With LCE's default int8 range the stem conv and the classifier take int8; binary convs stay binary."""
+    flatbuffer = export.export_lce(binary.model, experimental_default_int8_range=(-3.0, 3.0))
+    ops = export.operators(flatbuffer)
+    assert [types[0] for name, types in ops if name in ("CONV_2D", "FULLY_CONNECTED")] == ["INT8", "INT8"]
+    assert export.op_census(flatbuffer)["LceBconv2d"] == 3
+    check = export.verify_export(binary.model, flatbuffer, digits_ds[1])
+    assert check.bconv_share == 1.0 and check.top1_agreement > 0.3  # uncalibrated: runs, not exact
