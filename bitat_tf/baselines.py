@@ -112,7 +112,7 @@ class EndToEndRun(_Run):
                               "EndToEndConfig(steps=...).")
         super().__init__(model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose,
                          quantizers=_larq_ste if config.quantizers == "larq_ste" else None)
-        self.teacher = None
+        self.original, self.teacher = model, None
         if config.distill_weight > 0:  # a frozen copy: the user's model is never touched
             self.teacher = keras.models.clone_model(model)
             self.teacher.set_weights(model.get_weights())
@@ -140,7 +140,7 @@ class EndToEndRun(_Run):
     def execute(self):
         config, start = self.config, time.time()
         tf.keras.utils.set_random_seed(config.seed)
-        fp_accuracy = self.evaluate()
+        fp_accuracy = self.evaluate(self.original)  # the working model may be binary from the start
         total = self._steps(config.steps, config.epochs)
         self._say(f"bitat_tf baseline {config.method!r} ({config.quantizers} quantizers): "
                   f"{len(self.plan.binarized)} of {len(self.plan.layers)} weight layers, {total} steps; "

@@ -133,8 +133,8 @@ class _Run:
     def recalibrate_batchnorm(self, index):
         recalibrate_batchnorm(self.working, self.dataset, self.config.bn_recalibration_batches, after=index)
 
-    def evaluate(self):
-        trainer = BitatTrainer(self.working)
+    def evaluate(self, model=None):
+        trainer = BitatTrainer(self.working if model is None else model)
         trainer.compile(loss=self.loss, metrics=["accuracy"])
         return float(trainer.evaluate(self.eval_data, verbose=0, return_dict=True)["accuracy"])
 
