@@ -18,7 +18,7 @@ import time
 
 from bitat_tf import capture, graph, report as report_lib
 from bitat_tf._compat import keras, larq, tf
-from bitat_tf.config import THRESHOLD_INITS, _check, _is_int, _is_real, _names
+from bitat_tf.config import THRESHOLD_INITS, _check, _is_int, _is_real, _names, config_dict
 from bitat_tf.errors import ConfigError
 from bitat_tf.progressive import BinarizeResult, _clock, _Run, recalibrate_batchnorm
 from bitat_tf.training import BitatTrainer
@@ -88,12 +88,8 @@ class EndToEndConfig:
         self.bn_recalibration_batches, self.seed, self.loss = int(bn_recalibration_batches), int(seed), loss
 
     def get_config(self):
-        config = dict(vars(self))
-        config["keep_full_precision"] = list(self.keep_full_precision)
-        config["force_binarize"] = list(self.force_binarize)
-        if config["loss"] is not None and not isinstance(config["loss"], str):
-            config["loss"] = getattr(config["loss"], "name", type(config["loss"]).__name__)
-        return config
+        """A JSON-serializable dict; `EndToEndConfig(**config)` rebuilds an equal config."""
+        return config_dict(self)
 
     def __repr__(self):
         return "EndToEndConfig(" + ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()) + ")"

@@ -168,12 +168,7 @@ class BinarizeConfig:
 
     def get_config(self):
         """A JSON-serializable dict; `BinarizeConfig(**config)` rebuilds an equal config."""
-        config = dict(vars(self))
-        config["keep_full_precision"] = list(self.keep_full_precision)
-        config["force_binarize"] = list(self.force_binarize)
-        if config["loss"] is not None and not isinstance(config["loss"], str):
-            config["loss"] = getattr(config["loss"], "name", type(config["loss"]).__name__)
-        return config
+        return config_dict(self)
 
     @classmethod
     def from_config(cls, config):
@@ -185,6 +180,16 @@ class BinarizeConfig:
     def __repr__(self):
         fields = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"BinarizeConfig({fields})"
+
+
+def config_dict(config):
+    """The fields of a config object as a JSON-serializable dict (lists for names, a loss by its name)."""
+    out = dict(vars(config))
+    out["keep_full_precision"] = list(config.keep_full_precision)
+    out["force_binarize"] = list(config.force_binarize)
+    if out["loss"] is not None and not isinstance(out["loss"], str):
+        out["loss"] = getattr(out["loss"], "name", type(out["loss"]).__name__)
+    return out
 
 
 def _is_int(value):

@@ -99,3 +99,9 @@ def test_baseline_refuses_checkpoint_dir(trained_cnn, digits_ds, tmp_path):
     train, _ = digits_ds
     with pytest.raises(bitat_tf.ConfigError, match="checkpoint_dir"):
         bitat_tf.binarize(trained_cnn, train, config=bitat_tf.EndToEndConfig(steps=2), checkpoint_dir=tmp_path)
+
+
+def test_baseline_config_round_trips():
+    config = bitat_tf.EndToEndConfig(method="ste", steps=10, keep_full_precision=["block1_a"])
+    assert bitat_tf.EndToEndConfig(**config.get_config()).get_config() == config.get_config()
+    assert config.distill_weight == 0.0 and bitat_tf.EndToEndConfig().distill_weight == 1.0
