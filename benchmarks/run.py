@@ -103,38 +103,24 @@ def recipe(args):
 
 
 # ---- worker: one method in its own process ---------------------------------------------------------------
-def _data(args):
-    from bitat_tf import data
-
-    load = dict(data_dir=args.data_dir, batch_size=args.batch_size, seed=args.seed)
-    return (data.load_cifar10("train", limit=args.train_limit, augment=True, shuffle=True, **load),
-            data.load_cifar10("train", skip=50000 - VALIDATION, **load),
-            data.load_cifar10("test", **load))
-
-
-def _accuracy(model, dataset):
-    from bitat_tf._compat import keras
-
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    return float(model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"])
-
-
 def _rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def worker(args):
     import bitat_tf
-    from bitat_tf import fp_training, zoo
+    from bitat_tf import data, fp_training, zoo
+    from bitat_tf.fp_training import accuracy_of
 
-    train, val, test = _data(args)
+    train, val, test = data.cifar10_splits(train_limit=args.train_limit, data_dir=args.data_dir,
+                                           batch_size=args.batch_size, seed=args.seed)
     model = zoo.reactnet_a(width=args.width)
     model, fp = fp_training.train_full_precision(
         model, train, epochs=args.fp_epochs, cache_path=os.path.join(args.cache_dir, f"{recipe(args)}.h5"),
         verbose=2)
     if args.worker == "fp":
         return {"fp_train_seconds": None if fp["cached"] else fp["seconds"],
-                "fp_val_accuracy": _accuracy(model, val), "fp_test_accuracy": _accuracy(model, test),
+                "fp_val_accuracy": accuracy_of(model, val), "fp_test_accuracy": accuracy_of(model, test),
                 "presign_inputs": presign_statistics(model, val, zoo.reactnet_a_blocks(model))}
     kind, extra = METHODS[args.worker]
     layers = sum(len(block) for block in zoo.reactnet_a_blocks(model))
@@ -156,14 +142,16 @@ def worker(args):
     figures = {
         "label": LABELS[args.worker], "config": config.get_config(), "budget_steps": budget,
         "binarize_seconds": seconds, "peak_rss_mb": _rss_mb(), "rss_before_binarize_mb": rss_before,
-        "val_accuracy": result.report.binary_accuracy, "test_accuracy": _accuracy(result.model, test),
+        "val_accuracy": result.report.binary_accuracy, "test_accuracy": accuracy_of(result.model, test),
         "fp_val_accuracy": result.report.fp_accuracy,
         "transform_params": result.report.transform_params,
         "unaggregated_params": result.report.unaggregated_params,
         "per_layer_val_accuracy": {r.name: r.val_accuracy for r in result.report.layers if r.binarized},
     }
     if args.export and args.worker == "bitat":
-        figures["export"] = _export(model, result, test, args)
+        from bitat_tf import export
+
+        figures["export"] = export.deployment_figures(result.model, model, test)[1]
     return figures
 
 
@@ -185,16 +173,6 @@ def presign_statistics(model, dataset, blocks):
                       "std": float(x.std())}
     mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in ("outside_ste_window", "positive", "std")}
     return {"mean_over_layers": mean, "per_layer": rows}
-
-
-def _export(fp_model, result, test, args):
-    from bitat_tf import export
-
-    lce = export.export_lce(result.model)
-    fp = export.export_tflite(fp_model)
-    check = export.verify_export(result.model, lce, test)
-    return {**check.to_dict(), "lce_bytes": len(lce), "tflite_fp_bytes": len(fp),
-            "lce_x86_ms_per_image": export.lce_latency_ms(lce, next(iter(test))[0][:1].numpy())}
 
 
 # ---- driver ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import time
 
 from bitat_tf import capture, graph, report as report_lib
 from bitat_tf._compat import keras, larq, tf
-from bitat_tf.config import THRESHOLD_INITS, _check, _is_int, _is_real, _names, config_dict
+from bitat_tf.config import _check, _is_int, _is_real, check_shared, config_dict
 from bitat_tf.errors import ConfigError
 from bitat_tf.progressive import BinarizeResult, _clock, _Run, recalibrate_batchnorm
 from bitat_tf.training import BitatTrainer
@@ -70,20 +70,17 @@ class EndToEndConfig:
         if quantizers == "larq_ste" and method != "ste":
             raise ConfigError(f"{name}: quantizers='larq_ste' has no separate activation and weight switches, "
                               "so it runs with method='ste' only.")
-        _check(threshold_init in THRESHOLD_INITS, "threshold_init", threshold_init, f"one of {THRESHOLD_INITS}",
-               name)
         for key, value in (("capture_batches", capture_batches), ("capture_memory_mb", capture_memory_mb)):
             _check(_is_int(value) and value >= 1, key, value, "an integer >= 1", name)
-        _check(_is_int(bn_recalibration_batches) and bn_recalibration_batches >= 0, "bn_recalibration_batches",
-               bn_recalibration_batches, "an integer >= 0", name)
-        _check(_is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0", name)
+        keep, force = check_shared(name, threshold_init=threshold_init,
+                                   bn_recalibration_batches=bn_recalibration_batches, seed=seed,
+                                   keep_full_precision=keep_full_precision, force_binarize=force_binarize)
         self.method, self.epochs, self.steps = method, float(epochs), steps
         self.learning_rate, self.distill_weight = float(learning_rate), float(distill_weight)
         self.quantizers, self.threshold_init = quantizers, threshold_init
         self.binarize_first, self.binarize_last = bool(binarize_first), bool(binarize_last)
         self.binarize_depthwise, self.binarize_dense = bool(binarize_depthwise), bool(binarize_dense)
-        self.keep_full_precision = _names(keep_full_precision, "keep_full_precision")
-        self.force_binarize = _names(force_binarize, "force_binarize")
+        self.keep_full_precision, self.force_binarize = keep, force
         self.capture_batches, self.capture_memory_mb = int(capture_batches), int(capture_memory_mb)
         self.bn_recalibration_batches, self.seed, self.loss = int(bn_recalibration_batches), int(seed), loss
 

@@ -111,20 +111,12 @@ class BinarizeConfig:
             _check(_is_real(value) and 0 < value < 1, name, value, "a number in (0, 1)")
         _check(_valid_blocks(blocks), "blocks", blocks,
                '"auto", an integer >= 1, or a list of lists of layer names')
-        _check(threshold_init in THRESHOLD_INITS, "threshold_init", threshold_init,
-               f"one of {THRESHOLD_INITS}")
         for name, value in (("capture_rows", capture_rows), ("capture_batches", capture_batches),
                             ("capture_memory_mb", capture_memory_mb), ("kmeans_rows", kmeans_rows)):
             _check(_is_int(value) and value >= 1, name, value, "an integer >= 1")
-        _check(_is_int(bn_recalibration_batches) and bn_recalibration_batches >= 0, "bn_recalibration_batches",
-               bn_recalibration_batches, "an integer >= 0")
-        _check(_is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0")
-        keep, force = _names(keep_full_precision, "keep_full_precision"), _names(
-            force_binarize, "force_binarize")
-        both = sorted(set(keep) & set(force))
-        if both:
-            raise ConfigError(f"BinarizeConfig: {both} appear in both keep_full_precision and "
-                              "force_binarize; name each layer or type in one of them only.")
+        keep, force = check_shared("BinarizeConfig", threshold_init=threshold_init,
+                                   bn_recalibration_batches=bn_recalibration_batches, seed=seed,
+                                   keep_full_precision=keep_full_precision, force_binarize=force_binarize)
         self.variant = variant
         self.max_groups = int(max_groups)
         self.quant_weight = float(quant_weight)
@@ -180,6 +172,21 @@ class BinarizeConfig:
     def __repr__(self):
         fields = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"BinarizeConfig({fields})"
+
+
+def check_shared(owner, *, threshold_init, bn_recalibration_batches, seed, keep_full_precision, force_binarize):
+    """Validate the settings every config class has (threshold start, BN recalibration, seed, the layer
+    policy's overrides); return the overrides as tuples of names."""
+    _check(threshold_init in THRESHOLD_INITS, "threshold_init", threshold_init, f"one of {THRESHOLD_INITS}", owner)
+    _check(_is_int(bn_recalibration_batches) and bn_recalibration_batches >= 0, "bn_recalibration_batches",
+           bn_recalibration_batches, "an integer >= 0", owner)
+    _check(_is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0", owner)
+    keep, force = _names(keep_full_precision, "keep_full_precision"), _names(force_binarize, "force_binarize")
+    both = sorted(set(keep) & set(force))
+    if both:
+        raise ConfigError(f"{owner}: {both} appear in both keep_full_precision and force_binarize; name each "
+                          "layer or type in one of them only.")
+    return keep, force
 
 
 def config_dict(config):

@@ -88,6 +88,19 @@ def load_cifar10(split, *, data_dir=None, batch_size=128, augment=False, limit=N
                    augment=_augment if augment else None)
 
 
+CIFAR10_VALIDATION = 1000  # the last (pre-shuffled, class-balanced) training records
+
+
+def cifar10_splits(*, train_limit=50000 - CIFAR10_VALIDATION, data_dir=None, batch_size=128, seed=0):
+    """(train, validation, test) as the examples and benchmarks use them: the first `train_limit` training
+    records shuffled and augmented, the last `CIFAR10_VALIDATION` training records for choices, and the
+    test split, read once at the end."""
+    load = dict(data_dir=data_dir, batch_size=batch_size, seed=seed)
+    return (load_cifar10("train", limit=train_limit, augment=True, shuffle=True, **load),
+            load_cifar10("train", skip=50000 - CIFAR10_VALIDATION, **load),
+            load_cifar10("test", **load))
+
+
 _FEATURES = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
 
 

@@ -241,6 +241,21 @@ def lce_latency_ms(flatbuffer, image, *, repeats=50, num_threads=1):
     return 1000 * (time.perf_counter() - start) / repeats
 
 
+def deployment_figures(binary_model, fp_model, dataset, *, stem=None, report=None):
+    """Export both models, verify the binary one on `dataset`, time LCE: the figures a benchmark records.
+
+    `stem` writes `<stem>.lce.tflite` and `<stem>.fp.tflite`; `report` receives the check as in
+    `verify_export`. Returns `(check, figures)`: the `ExportCheck` and a JSON-ready dict of its figures
+    plus the file sizes and the x86 latency of one image.
+    """
+    lce = export_lce(binary_model, stem and f"{stem}.lce.tflite")
+    fp = export_tflite(fp_model, stem and f"{stem}.fp.tflite")
+    check = verify_export(binary_model, lce, dataset, report=report)
+    image = next(iter(dataset))[0][:1].numpy()
+    return check, {**check.to_dict(), "lce_bytes": len(lce), "tflite_fp_bytes": len(fp),
+                   "lce_x86_ms_per_image": lce_latency_ms(lce, image)}
+
+
 def add_cli_arguments(parser):
     parser.add_argument("model", help="a saved binarized model (.keras/.h5/SavedModel)")
     parser.add_argument("output", help="where to write the flatbuffer (.tflite)")

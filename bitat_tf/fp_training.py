@@ -35,6 +35,12 @@ def train_full_precision(model, train_ds, *, epochs, learning_rate=2e-3, validat
             model.save_weights(tmp)
             os.replace(tmp, cache_path)
     accuracy = None
-    if validation_data is not None:
+    if validation_data is not None:  # already compiled with the accuracy metric
         accuracy = float(model.evaluate(validation_data, verbose=0, return_dict=True)["accuracy"])
     return model, {"seconds": time.time() - start, "cached": cached, "accuracy": accuracy}
+
+
+def accuracy_of(model, dataset):
+    """Top-1 accuracy of a classifier that outputs logits, on `(x, class index)` batches (recompiles it)."""
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return float(model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"])

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import bitat_tf  # noqa: E402
 from bitat_tf import data, fp_training, zoo  # noqa: E402
 
-VALIDATION = 1000  # last records of the (pre-shuffled) training file
+VALIDATION = data.CIFAR10_VALIDATION  # last records of the (pre-shuffled) training file
 
 
 def parse_args(argv=None):
@@ -61,10 +61,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
-    load = dict(data_dir=args.data_dir, batch_size=args.batch_size, seed=args.seed)
-    train = data.load_cifar10("train", limit=args.train_limit, augment=True, shuffle=True, **load)
-    val = data.load_cifar10("train", skip=50000 - VALIDATION, **load)
-    test = data.load_cifar10("test", **load)
+    train, val, test = data.cifar10_splits(train_limit=args.train_limit, data_dir=args.data_dir,
+                                           batch_size=args.batch_size, seed=args.seed)
 
     model = zoo.reactnet_a(width=args.width)
     recipe = f"reactnet_a_w{args.width:g}_n{args.train_limit}_e{args.fp_epochs}_s{args.seed}"
@@ -84,7 +82,7 @@ def main(argv=None):
     result = bitat_tf.binarize(model, train, validation_data=val, config=config,
                                checkpoint_dir=args.checkpoint_dir)
     binarize_seconds = time.time() - t0
-    binary_test = float(_accuracy(result.model, test))
+    binary_test = fp_training.accuracy_of(result.model, test)
     print(result.report.to_markdown())
     figures = {
         "fp_test_accuracy": fp["accuracy"], "binary_test_accuracy": binary_test,
@@ -107,21 +105,10 @@ def _export(fp_model, result, test, args):
     """LCE flatbuffer of the binary model, float TFLite of the full-precision one, parity on the test split."""
     from bitat_tf import export
 
-    stem = os.path.splitext(args.out)[0]
-    lce = export.export_lce(result.model, f"{stem}.lce.tflite")
-    fp = export.export_tflite(fp_model, f"{stem}.fp.tflite")
-    check = export.verify_export(result.model, lce, test, report=result.report)
+    check, figures = export.deployment_figures(result.model, fp_model, test, stem=os.path.splitext(args.out)[0],
+                                               report=result.report)
     print(check.to_markdown())
-    latency = export.lce_latency_ms(lce, next(iter(test))[0][:1].numpy())
-    return {**check.to_dict(), "lce_bytes": len(lce), "tflite_fp_bytes": len(fp),
-            "lce_x86_ms_per_image": latency}
-
-
-def _accuracy(model, dataset):
-    from bitat_tf._compat import keras
-
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    return model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"]
+    return figures
 
 
 def _write(args, figures, result):

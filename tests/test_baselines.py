@@ -89,6 +89,7 @@ def test_distillation_is_kl_to_the_teacher():
     (dict(distill_weight=1.5), "distill_weight must be a number in"),
     (dict(method="reactnet", quantizers="larq_ste"), "method='ste' only"),
     (dict(learning_rate=0), "learning_rate must be"),
+    (dict(keep_full_precision=["a"], force_binarize=["a"]), "appear in both"),
 ])
 def test_bad_baseline_configs_are_refused(kwargs, match):
     with pytest.raises(bitat_tf.ConfigError, match=match):

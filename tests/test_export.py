@@ -102,3 +102,10 @@ def test_int8_option_puts_the_full_precision_layers_in_int8(binary, digits_ds):
     assert export.op_census(flatbuffer)["LceBconv2d"] == 3
     check = export.verify_export(binary.model, flatbuffer, digits_ds[1])
     assert check.bconv_share == 1.0 and check.top1_agreement > 0.3  # uncalibrated: runs, not exact
+
+
+def test_deployment_figures_writes_both_files_and_reports(trained_cnn, binary, digits_ds, tmp_path):
+    check, figures = export.deployment_figures(binary.model, trained_cnn, digits_ds[1], stem=str(tmp_path / "m"))
+    assert (tmp_path / "m.lce.tflite").stat().st_size == figures["lce_bytes"] == check.flatbuffer_bytes
+    assert (tmp_path / "m.fp.tflite").stat().st_size == figures["tflite_fp_bytes"]
+    assert figures["lce_bconv2d"] == 3 and figures["lce_x86_ms_per_image"] > 0
