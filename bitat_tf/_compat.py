@@ -23,11 +23,32 @@ try:
 except ImportError as err:  # pragma: no cover - tf-keras is a pinned dependency
     raise ImportError(f"{_FIX} (import of tf_keras failed: {err}; `pip install tf-keras`)") from err
 
-if not getattr(tf.keras, "__name__", "").startswith("tf_keras"):
+
+def _builds_on_tf_keras(layer_class):
+    """True if `layer_class` (or what `tf.keras` resolves to) is a tf_keras layer, not a Keras 3 one.
+
+    Module names are no guide: importing Larq first makes `tf.keras.__name__` read "tensorflow.keras"
+    whichever Keras it is. What matters is which `Layer` class the layers we build derive from.
+    """
+    return isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)
+
+
+def _tf_keras_layer():
+    try:
+        return tf.keras.layers.Layer
+    except AttributeError:  # pragma: no cover - a broken or partial TensorFlow install
+        return None
+
+
+if not _builds_on_tf_keras(_tf_keras_layer()):
     _state = os.environ.get("TF_USE_LEGACY_KERAS", "<unset>")
     raise ImportError(f"{_FIX} (now tf.keras is Keras 3; TF_USE_LEGACY_KERAS={_state}).")
 
 import larq  # noqa: E402
+
+if not _builds_on_tf_keras(larq.layers.QuantConv2D):  # pragma: no cover - Larq loaded under Keras 3
+    raise ImportError(f"{_FIX} (Larq was imported while tf.keras was Keras 3: its layers are not tf_keras "
+                      "layers; set the variable before anything imports TensorFlow or Larq).")
 
 __all__ = ["keras", "larq", "tf", "is_keras3_model"]
 

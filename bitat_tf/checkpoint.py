@@ -73,8 +73,14 @@ class Checkpointer:
             return 0
         with open(pointer) as f:
             stage_dir = os.path.join(self.directory, f.read().strip())
-        with open(os.path.join(stage_dir, "meta.json")) as f:
-            meta = json.load(f)
+        try:
+            with open(os.path.join(stage_dir, "meta.json")) as f:
+                meta = json.load(f)
+        except (OSError, ValueError) as err:
+            raise ConfigError(
+                f"checkpoint_dir {self.directory!r} holds no readable checkpoint where its LATEST file points "
+                f"({stage_dir!r}: {err}); it was not written by bitat_tf or was damaged. Pass an empty "
+                "folder, or delete this one to start over.") from err
         if meta["fingerprint"] != self.fingerprint:
             raise ConfigError(
                 f"checkpoint_dir {self.directory!r} holds a checkpoint of a different model or config; "

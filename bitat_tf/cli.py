@@ -58,6 +58,10 @@ def run_demo(args):
     """Main job on the embedded default: sklearn digits, no download."""
     import bitat_tf
     from bitat_tf import data, fp_training, zoo
+    from bitat_tf.inputs import check_output_file
+
+    if getattr(args, "output", None):
+        check_output_file(args.output, "--output")
 
     train, test = data.load_digits(batch_size=64, seed=args.seed)
     model = zoo.small_cnn(input_shape=(8, 8, 1), num_classes=10)
@@ -78,9 +82,11 @@ def run_demo(args):
 def run_binarize(args):
     import bitat_tf
     from bitat_tf import data
-    from bitat_tf._compat import keras
+    from bitat_tf.inputs import check_output_file, load_saved_model
 
-    model = keras.models.load_model(args.model, custom_objects=bitat_tf.custom_objects())
+    if args.output:  # checked before hours of training, not after
+        check_output_file(args.output, "--output")
+    model = load_saved_model(args.model)
     train = data.load(args.data, "train", batch_size=args.batch_size, data_dir=args.data_dir)
     test = data.load(args.data, "test", batch_size=args.batch_size, data_dir=args.data_dir)
     result = bitat_tf.binarize(model, train, validation_data=test, config=_config_from(args),

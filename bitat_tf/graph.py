@@ -98,19 +98,40 @@ def make_plan(model, config):
     return Plan(plans, partition_blocks(model, binarized, config))
 
 
+def unmodelled_options(layer):
+    """Options of a binarizable layer that the capture and kernel code do not model, as text (or None).
+
+    Grouped convolutions have kernels of shape (kh, kw, cin / groups, cout), so their patch matrix is not
+    the layer's input view; channels_first inputs are not what `capture` reads.
+    """
+    if getattr(layer, "groups", 1) != 1:
+        return f"groups={layer.groups} (grouped convolution)"
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return f"data_format={layer.data_format!r}"
+    return None
+
+
 def _decide(layer, config, first, last):
     kind = type(layer)
     named = {layer.name, kind.__name__}
+    unmodelled = unmodelled_options(layer) if kind in BINARIZABLE else None
     if named & set(config.force_binarize):
         if kind not in BINARIZABLE:
             raise UnsupportedModelError(
                 f"layer {layer.name!r} of type {kind.__name__} is in force_binarize but bitat_tf can only "
                 f"binarize {[k.__name__ for k in BINARIZABLE]}; remove it from force_binarize.")
+        if unmodelled:
+            raise UnsupportedModelError(
+                f"layer {layer.name!r} ({kind.__name__}) is in force_binarize but has {unmodelled}, which "
+                "bitat_tf cannot binarize; remove it from force_binarize (it then stays full precision) or "
+                "rebuild it with groups=1 and data_format='channels_last'.")
         return True, "forced by force_binarize"
     if named & set(config.keep_full_precision):
         return False, "kept by keep_full_precision"
     if kind not in BINARIZABLE:
         return False, f"{kind.__name__} has no binary counterpart here"
+    if unmodelled:
+        return False, f"{unmodelled}: not binarizable here"
     if layer.name == first and not config.binarize_first:
         return False, "first layer (sees the raw input)"
     if layer.name == last and not config.binarize_last:

@@ -1,4 +1,10 @@
-"""Checks of the user's dataset against the model, and the task loss chosen from them."""
+"""Checks of what users pass in (datasets against the model, paths, verbosity), and the task loss.
+
+Every check raises a `BitatError` subclass that names the argument, what it got and what to do, before
+anything is written or trained.
+"""
+
+import os
 
 import numpy as np
 
@@ -26,6 +32,8 @@ def check_dataset(dataset, model, *, what="dataset"):
         raise DatasetError(f"{what} yields single examples of shape {tuple(x_spec.shape)}, but the model "
                            f"takes batches of shape {model.input_shape}; batch it, e.g. dataset.batch(64).")
     _check_input_shape(x_spec, model, what)
+    _check_dtype(x_spec, f"{what} inputs", "numbers (images as uint8 or float)")
+    _check_dtype(y_spec, f"{what} labels", "integer class indices or float one-hot vectors")
     first = next(iter(dataset.take(1)), None)
     if first is None:
         raise DatasetError(f"{what} is empty; pass a dataset with at least one batch.")
@@ -34,6 +42,18 @@ def check_dataset(dataset, model, *, what="dataset"):
         raise DatasetError(f"{what} contains NaN or infinite inputs in its first batch; clean or filter it.")
     sparse = _check_labels(y, y_spec, model, what)
     return _steps(dataset, what), sparse
+
+
+def check_input_dataset(dataset, model, *, what="dataset"):
+    """A `tf.data.Dataset` of `x` or `(x, ...)` batches whose inputs fit `model` (labels not needed)."""
+    if not isinstance(dataset, tf.data.Dataset):
+        raise DatasetError(f"{what} must be a tf.data.Dataset of x or (x, y) batches, got "
+                           f"{type(dataset).__name__}. Wrap arrays with tf.data.Dataset.from_tensor_slices(x)"
+                           ".batch(64).")
+    spec = dataset.element_spec
+    x_spec = spec[0] if isinstance(spec, tuple) else spec
+    _check_input_shape(x_spec, model, what)
+    _check_dtype(x_spec, f"{what} inputs", "numbers (images as uint8 or float)")
 
 
 def _check_input_shape(x_spec, model, what):
@@ -47,6 +67,14 @@ def _check_input_shape(x_spec, model, what):
         raise DatasetError(f"{what} yields inputs of shape {tuple(x_spec.shape)}, the model expects "
                            f"(batch, {', '.join(map(str, expected))}). Resize or reshape the data in a "
                            "dataset.map, or pass the model the data was made for.")
+
+
+def _check_dtype(spec, what, expected):
+    dtype = getattr(spec, "dtype", None)
+    if dtype is not None and not (dtype.is_integer or dtype.is_floating):
+        raise DatasetError(f"{what} are of dtype {dtype.name}; bitat_tf needs {expected}. Convert them in a "
+                           "dataset.map, e.g. with tf.cast(..., tf.int32) for bool labels or a lookup table "
+                           "from class names to indices for string labels.")
 
 
 def _check_labels(y, y_spec, model, what):
@@ -67,6 +95,73 @@ def _check_labels(y, y_spec, model, what):
                            f"{outputs} outputs (classes 0..{outputs - 1}); remap the labels or change the "
                            "classifier.")
     return True
+
+
+def check_verbose(verbose):
+    """`verbose` must be 0, 1 or 2 (or a bool)."""
+    if verbose not in (0, 1, 2) or not isinstance(verbose, (int, bool)):
+        raise ConfigError(f"verbose must be 0 (silent), 1 (a line per layer and epoch) or 2 (Keras progress "
+                          f"bars too), got {verbose!r}.")
+    return int(verbose)
+
+
+def check_checkpoint_dir(path):
+    """A usable checkpoint folder: a path that is a directory or can be made one. Returns it as str."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"checkpoint_dir must be a folder path (str or os.PathLike), got "
+                          f"{type(path).__name__} {path!r}.")
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"checkpoint_dir {path!r} exists and is not a folder; pass a folder (new or one an "
+                          "earlier run of the same model and config wrote). The file was left as it is.")
+    parent = _existing_ancestor(path)
+    if not os.path.isdir(parent):
+        raise ConfigError(f"checkpoint_dir {path!r} cannot be created: {parent!r} is a file, not a folder. "
+                          "Pass a path inside a folder.")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"checkpoint_dir {path!r} is not writable (no write permission on {parent!r}); pass "
+                          "a folder you can write to.")
+    return path
+
+
+def check_output_file(path, what):
+    """A file path that can be written: not a folder, in a folder that exists. Returns it as str."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"{what} must be a file path (str or os.PathLike) or None, got "
+                          f"{type(path).__name__} {path!r}.")
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ConfigError(f"{what} {path!r} is a folder; pass a file path such as "
+                          f"{os.path.join(path, 'model.tflite')!r}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ConfigError(f"{what} {path!r}: the folder {folder!r} does not exist; create it first "
+                          f"(os.makedirs({folder!r})).")
+    return path
+
+
+def load_saved_model(path, what="model"):
+    """Load a saved tf_keras model (.keras, .h5 or SavedModel folder) with bitat_tf's custom objects."""
+    from bitat_tf.errors import UnsupportedModelError
+    from bitat_tf.quantizers import custom_objects
+
+    if not os.path.exists(path):
+        raise ConfigError(f"{what} {path!r} does not exist; pass the path of a saved tf_keras model (.keras, .h5 "
+                          "or a SavedModel folder).")
+    try:
+        return keras.models.load_model(path, custom_objects=custom_objects())
+    except Exception as err:  # Keras raises many types for files it cannot read
+        raise UnsupportedModelError(
+            f"{what} {path!r} could not be loaded as a tf_keras model ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:300] if str(err) else ''}). Save it with tf_keras' model.save(...) "
+            "(Keras 3 files need TF_USE_LEGACY_KERAS unset to load, then bitat_tf.keras3.to_tf_keras).") from err
+
+
+def _existing_ancestor(path):
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
 
 
 def _steps(dataset, what):

@@ -19,7 +19,7 @@ from bitat_tf._compat import is_keras3_model, keras, tf
 from bitat_tf.checkpoint import Checkpointer
 from bitat_tf.config import BinarizeConfig
 from bitat_tf.errors import ConfigError, DatasetError, TrainingError, UnsupportedModelError
-from bitat_tf.inputs import check_dataset, resolve_loss
+from bitat_tf.inputs import check_checkpoint_dir, check_dataset, check_verbose, resolve_loss
 from bitat_tf.training import BitatTrainer, make_optimizer
 
 
@@ -60,6 +60,9 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
     if not isinstance(config, (BinarizeConfig, EndToEndConfig)):
         raise ConfigError(f"config must be a bitat_tf.BinarizeConfig (or an EndToEndConfig for the baselines), "
                           f"got {type(config).__name__}.")
+    verbose = check_verbose(verbose)
+    if checkpoint_dir is not None:
+        checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
     model = _as_tf_keras(model)
     plan = graph.make_plan(model, config)
     steps_per_epoch, sparse = check_dataset(dataset, model)

@@ -9,9 +9,24 @@ PACKAGES = ("tensorflow", "tf-keras", "larq", "larq-compute-engine", "tensorflow
             "scikit-learn")
 
 
+_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
 def machine():
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine()}
+            "processor": platform.processor() or platform.machine(), **cpu()}
+
+
+def cpu():
+    """The CPU model and the vector-instruction flags that decide TensorFlow's kernels (Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {"cpu_model": None, "cpu_flags": None}
+    first = lambda key: next((l.split(":", 1)[1].strip() for l in lines if l.startswith(key)), "")  # noqa: E731
+    flags = set(first("flags").split())
+    return {"cpu_model": first("model name") or None, "cpu_flags": [f for f in _FLAGS if f in flags]}
 
 
 def versions():

@@ -148,3 +148,137 @@ def test_diverging_loss_names_the_layer(model, monkeypatch):
     with pytest.raises(TrainingError, match="diverged during block1_a quantize"):
         bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig(steps_per_layer=2, finetune_steps=0,
                                                                   bn_recalibration_batches=1), verbose=0)
+
+
+# ---- dtypes, paths, layer options, verbosity: every entry point answers with a BitatError ------------------
+CHEAP = dict(steps_per_layer=1, finetune_steps=0, max_groups=4, bn_recalibration_batches=1, capture_batches=1)
+
+
+@pytest.mark.parametrize("x,y,match", [
+    (X, Y.astype(str), "labels are of dtype string.*integer class indices"),
+    (X, Y > 4, "labels are of dtype bool.*tf.cast"),
+    (X, Y.astype("complex64"), "labels are of dtype complex64"),
+    (X.astype(str), Y, "inputs are of dtype string.*numbers"),
+    (X > 0.5, Y, "inputs are of dtype bool"),
+])
+def test_labels_and_inputs_of_other_dtypes(model, x, y, match):
+    with pytest.raises(DatasetError, match=match):
+        bitat_tf.binarize(model, _ds(x, y), config=BinarizeConfig(**CHEAP), verbose=0)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float16"])
+def test_integer_and_float_labels_of_any_width_are_accepted(model, dtype):
+    result = bitat_tf.binarize(model, _ds(X, Y.astype(dtype)), config=BinarizeConfig(
+        **CHEAP, keep_full_precision=["block1_b", "block2_a"]), verbose=0)
+    assert result.report.binary_accuracy >= 0
+
+
+def test_checkpoint_dir_that_is_a_file_is_refused_and_left_alone(model, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    with pytest.raises(ConfigError, match="checkpoint_dir .*notes.txt' exists and is not a folder"):
+        bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig(**CHEAP), checkpoint_dir=path, verbose=0)
+    assert path.read_text() == "mine"
+    with pytest.raises(ConfigError, match="cannot be created: .*notes.txt' is a file"):
+        bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig(**CHEAP), checkpoint_dir=path / "sub",
+                          verbose=0)
+
+
+@pytest.mark.parametrize("value,match", [(5, "must be a folder path .*got int 5"),
+                                         (["ckpt"], "must be a folder path .*got list")])
+def test_checkpoint_dir_of_another_type(model, value, match):
+    with pytest.raises(ConfigError, match=match):
+        bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig(**CHEAP), checkpoint_dir=value, verbose=0)
+
+
+def test_damaged_checkpoint_dir_is_named(model, tmp_path):
+    (tmp_path / "LATEST").write_text("stage-007")
+    with pytest.raises(ConfigError, match="no readable checkpoint.*stage-007.*empty folder"):
+        bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig(**CHEAP), checkpoint_dir=tmp_path, verbose=0)
+
+
+@pytest.mark.parametrize("verbose", ["loud", 3, -1, 1.5])
+def test_verbose_out_of_range(model, verbose):
+    with pytest.raises(ConfigError, match="verbose must be 0 .*1 .*2"):
+        bitat_tf.binarize(model, _ds(X, Y), verbose=verbose)
+
+
+def _two_convs(**options):
+    L = keras.layers
+    inputs = keras.Input((8, 8, 4))
+    h = L.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    h = L.Conv2D(8, 3, padding="same", name="conv", **options)(h)
+    return keras.Model(inputs, L.Dense(10, name="classifier")(L.GlobalAveragePooling2D()(h)))
+
+
+def test_grouped_convolution_stays_full_precision_and_cannot_be_forced():
+    from bitat_tf import graph
+
+    model = _two_convs(groups=2)
+    plan = graph.make_plan(model, BinarizeConfig(force_binarize=["classifier"]))
+    assert plan["conv"].binarize is False and "groups=2" in plan["conv"].reason
+    with pytest.raises(UnsupportedModelError, match="'conv' .*force_binarize.*groups=2.*remove it"):
+        graph.make_plan(model, BinarizeConfig(force_binarize=["conv"]))
+    x4 = np.random.default_rng(0).random((32, 8, 8, 4)).astype("float32")
+    with pytest.raises(UnsupportedModelError, match="no layer to binarize.*groups=2"):
+        bitat_tf.binarize(model, _ds(x4, Y), config=BinarizeConfig(**CHEAP), verbose=0)
+
+
+@pytest.mark.parametrize("options", [dict(dilation_rate=2), dict(activation="relu"),
+                                     dict(kernel_regularizer="l2", use_bias=True)])
+def test_conv_options_the_graph_models_binarize(options):
+    x4 = np.random.default_rng(0).random((32, 8, 8, 4)).astype("float32")
+    result = bitat_tf.binarize(_two_convs(**options), _ds(x4, Y), config=BinarizeConfig(**CHEAP), verbose=0)
+    assert [r.name for r in result.report.layers if r.binarized] == ["conv"]
+
+
+@pytest.fixture(scope="module")
+def binary(model):
+    return bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig(**CHEAP), verbose=0)
+
+
+@pytest.mark.parametrize("name", ["export_lce", "export_tflite"])
+def test_export_paths_and_models(binary, tmp_path, name):
+    from bitat_tf import export
+
+    fn = getattr(export, name)
+    with pytest.raises(ConfigError, match=f"{name}: path .* is a folder; pass a file path"):
+        fn(binary.model, tmp_path)
+    with pytest.raises(ConfigError, match=f"{name}: path .*: the folder .*missing' does not exist"):
+        fn(binary.model, tmp_path / "missing" / "m.tflite")
+    with pytest.raises(UnsupportedModelError, match=f"{name}: model must be a tf_keras.Model, got str"):
+        fn("binary.keras", tmp_path / "m.tflite")
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_verify_export_arguments(binary, tmp_path):
+    from bitat_tf import export
+
+    flatbuffer = export.export_lce(binary.model, tmp_path / "m.tflite")
+    with pytest.raises(ConfigError, match="not a TFLite model .*TFL3"):
+        export.verify_export(binary.model, b"garbage", _ds(X, Y))
+    with pytest.raises(ConfigError, match="'.*none.tflite' is not a file"):
+        export.verify_export(binary.model, tmp_path / "none.tflite", _ds(X, Y))
+    with pytest.raises(DatasetError, match="verify_export: dataset must be a tf.data.Dataset .*got tuple"):
+        export.verify_export(binary.model, flatbuffer, (X, Y))
+    with pytest.raises(DatasetError, match="verify_export: dataset yields inputs of shape .*expects"):
+        export.verify_export(binary.model, flatbuffer, _ds(np.zeros((4, 9, 9, 1), "float32"), Y[:4]))
+    with pytest.raises(DatasetError, match="verify_export: dataset yielded no examples"):
+        export.verify_export(binary.model, flatbuffer, _ds(X[:0], Y[:0]))
+    check = export.verify_export(binary.model, tmp_path / "m.tflite", _ds(X, Y))  # a path works too
+    assert check.examples == len(X)
+
+
+def test_cli_answers_bad_paths_with_a_message(tmp_path, capsys):
+    from bitat_tf.cli import main
+
+    assert main(["binarize", str(tmp_path / "none.keras"), "--data", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert "bitat-tf: error: model '" in err and "none.keras' does not exist" in err
+    (tmp_path / "junk.keras").write_text("not a model")
+    assert main(["export", str(tmp_path / "junk.keras"), str(tmp_path / "m.tflite")]) == 2
+    err = capsys.readouterr().err
+    assert "bitat-tf: error: model" in err and "could not be loaded as a tf_keras model" in err
+    assert main(["binarize", str(tmp_path / "junk.keras"), "--data", "digits",
+                 "--output", str(tmp_path / "no" / "b.keras")]) == 2
+    assert "--output" in capsys.readouterr().err

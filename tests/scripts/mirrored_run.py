@@ -1,6 +1,10 @@
-"""Binarize the same model on one device and under MirroredStrategy over two logical CPUs; print JSON.
+"""Binarize one model plainly, under a one-replica and under a two-replica MirroredStrategy; print JSON.
 
-Run in its own process: logical devices must be configured before TensorFlow initialises them.
+    python mirrored_run.py [seed]
+
+Run in its own process: logical devices must be configured before TensorFlow initialises them. For each
+strategy run and binarized layer it reports, against the plain run: the share of kernel signs that agree
+and the mean over output channels of the relative difference of the scales alpha_c.
 """
 
 import json
@@ -22,26 +26,38 @@ from bitat_tf._compat import keras, larq  # noqa: E402
 from conftest import make_cnn  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
+LAYERS = ("block1_a", "block1_b", "block2_a")
+seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 digits = load_digits()
 x = (digits.images / 16.0).astype("float32")[..., None][:768]
 y = digits.target.astype("int32")[:768]
-keras.utils.set_random_seed(0)
-model = make_cnn(keras)
+keras.utils.set_random_seed(seed)
+model = make_cnn(keras, seed=seed)
 model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 model.fit(x, y, batch_size=64, epochs=6, verbose=0)
 ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
 config = bitat_tf.BinarizeConfig(steps_per_layer=12, finetune_steps=4, max_groups=4, bn_recalibration_batches=4,
-                                 learning_rate=3e-3, seed=1)
-single = bitat_tf.binarize(model, ds, config=config, verbose=0)
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with strategy.scope():
-    mirrored = bitat_tf.binarize(model, ds, config=config, verbose=0)
-out = {"replicas": strategy.num_replicas_in_sync, "accuracy": [single.report.binary_accuracy,
-                                                               mirrored.report.binary_accuracy], "layers": {}}
-for name in ("block1_a", "block1_b", "block2_a"):
+                                 learning_rate=3e-3, seed=seed + 1)
+
+
+def kernels(result):
     with larq.context.quantized_scope(True):
-        a, b = (r.model.get_layer(name).kernel.numpy() for r in (single, mirrored))
-    out["layers"][name] = {"sign_agreement": float(np.mean(np.sign(a) == np.sign(b))),
-                           "alpha_rel_diff": float(np.max(np.abs(np.abs(a).max((0, 1, 2)) - np.abs(b).max((0, 1, 2)))
-                                                          / np.abs(a).max((0, 1, 2))))}
+        return {name: result.model.get_layer(name).kernel.numpy() for name in LAYERS}
+
+
+def compare(a, b):
+    alpha_a, alpha_b = np.abs(a).max((0, 1, 2)), np.abs(b).max((0, 1, 2))
+    return {"sign_agreement": float(np.mean(np.sign(a) == np.sign(b))),
+            "alpha_mean_rel_diff": float(np.mean(np.abs(alpha_a - alpha_b) / alpha_a))}
+
+
+plain = bitat_tf.binarize(model, ds, config=config, verbose=0)
+out = {"seed": seed, "accuracy": {"plain": plain.report.binary_accuracy}, "layers": {}}
+for label, devices in (("one_replica", ["/cpu:0"]), ("two_replicas", ["/cpu:0", "/cpu:1"])):
+    strategy = tf.distribute.MirroredStrategy(devices)
+    with strategy.scope():
+        run = bitat_tf.binarize(model, ds, config=config, verbose=0)
+    out[f"{label}_replicas_in_sync"] = strategy.num_replicas_in_sync
+    out["accuracy"][label] = run.report.binary_accuracy
+    out["layers"][label] = {n: compare(kernels(plain)[n], k) for n, k in kernels(run).items()}
 print("RESULT " + json.dumps(out))
