@@ -41,6 +41,15 @@ METHODS = {
     "reactnet": ("baseline", {"method": "reactnet"}),
     "ste": ("baseline", {"method": "ste"}),
     "ste_larq": ("baseline", {"method": "ste", "quantizers": "larq_ste", "distill_weight": 0.0}),
+    # Recipes beyond the paper built on the progressive pass (issue 12); `pass_share` is the share of the
+    # step budget the progressive pass gets, the rest goes to the last phase.
+    "bitat_kd": ("bitat", {"variant": "bitat", "distill_weight": 1.0}),
+    "bitat_ft": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "finetune",
+                           "pass_share": 0.5}),
+    "bitat_e2e": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
+                            "pass_share": 0.5}),
+    "sequential_e2e": ("bitat", {"variant": "sequential", "distill_weight": 1.0, "final_phase": "end_to_end",
+                                 "pass_share": 0.5}),
 }
 LABELS = {
     "bitat": "BiTAT (full, k-means aggregated)", "sequential": "BiTAT sequential only",
@@ -48,6 +57,10 @@ LABELS = {
     "filterwise": "BiTAT filter-wise groups", "svd": "BiTAT truncated SVD",
     "reactnet": "ReActNet two-step + distillation", "ste": "end-to-end STE (scaled sign, thresholds)",
     "ste_larq": "end-to-end STE (plain Larq ste_sign)",
+    "bitat_kd": "BiTAT + distillation in every stage",
+    "bitat_ft": "BiTAT + distillation, half the budget on a last fine-tune",
+    "bitat_e2e": "BiTAT warm start + end-to-end distillation (half the budget each)",
+    "sequential_e2e": "sequential warm start + end-to-end distillation (half each)",
 }
 MODES = {
     # 16k training images, 4 FP epochs; 31 layers x 16 steps = 496 steps (4 epochs of the subset) a method.
@@ -70,6 +83,7 @@ def parse_args(argv=None):
     p.add_argument("--learning-rate", type=float, default=3e-3, help="BiTAT's quantisation step size")
     p.add_argument("--baseline-learning-rate", type=float, default=1e-3, help="the baselines' step size")
     p.add_argument("--finetune-learning-rate", type=float, default=5e-4)
+    p.add_argument("--distill-weight", type=float, help="override the distillation weight of recipes that use it")
     for key in ("train_limit", "fp_epochs", "steps_per_layer", "finetune_steps", "capture_batches",
                 "bn_recalibration_batches"):
         p.add_argument("--" + key.replace("_", "-"), type=int, help="override the mode's value")
@@ -92,7 +106,7 @@ def parse_args(argv=None):
 
 def settings(args):
     """What a method's figures depend on; a stored result is reused only when these match."""
-    keys = ("mode", "width", "batch_size", "seed", "learning_rate", "baseline_learning_rate",
+    keys = ("mode", "width", "batch_size", "seed", "learning_rate", "baseline_learning_rate", "distill_weight",
             "finetune_learning_rate", "train_limit", "fp_epochs", "steps_per_layer", "finetune_steps",
             "capture_batches", "bn_recalibration_batches")
     return {k: getattr(args, k) for k in keys}
@@ -123,11 +137,20 @@ def worker(args):
                 "fp_val_accuracy": accuracy_of(model, val), "fp_test_accuracy": accuracy_of(model, test),
                 "presign_inputs": presign_statistics(model, val, zoo.reactnet_a_blocks(model))}
     kind, extra = METHODS[args.worker]
+    extra = dict(extra)
     layers = sum(len(block) for block in zoo.reactnet_a_blocks(model))
     budget = layers * (args.steps_per_layer + args.finetune_steps)
     if kind == "bitat":
+        share = extra.pop("pass_share", 1.0)
+        steps_per_layer = max(1, round(args.steps_per_layer * share))
+        finetune_steps = round(args.finetune_steps * share)
+        if share < 1.0:  # the rest of the same budget goes to the last phase
+            extra["final_finetune_steps"] = budget - layers * (steps_per_layer + finetune_steps)
+            extra["final_learning_rate"] = args.baseline_learning_rate
+        if args.distill_weight is not None and "distill_weight" in extra:
+            extra["distill_weight"] = args.distill_weight
         config = bitat_tf.BinarizeConfig(
-            steps_per_layer=args.steps_per_layer, finetune_steps=args.finetune_steps,
+            steps_per_layer=steps_per_layer, finetune_steps=finetune_steps,
             learning_rate=args.learning_rate, finetune_learning_rate=args.finetune_learning_rate,
             blocks=zoo.reactnet_a_blocks(model), capture_batches=args.capture_batches,
             bn_recalibration_batches=args.bn_recalibration_batches, seed=args.seed, **extra)

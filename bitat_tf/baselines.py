@@ -17,11 +17,10 @@ inputs and kernels, with no scale and no threshold: the textbook recipe, kept to
 import time
 
 from bitat_tf import capture, graph, report as report_lib
-from bitat_tf._compat import keras, larq, tf
+from bitat_tf._compat import larq, tf
 from bitat_tf.config import _check, _is_int, _is_real, check_shared, config_dict
 from bitat_tf.errors import ConfigError
 from bitat_tf.progressive import BinarizeResult, _clock, _Run, recalibrate_batchnorm
-from bitat_tf.training import BitatTrainer
 
 METHODS = ("reactnet", "ste")
 QUANTIZERS = ("bitat", "larq_ste")
@@ -105,12 +104,7 @@ class EndToEndRun(_Run):
                               "EndToEndConfig(steps=...).")
         super().__init__(model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose,
                          quantizers=_larq_ste if config.quantizers == "larq_ste" else None)
-        self.original, self.teacher = model, None
-        if config.distill_weight > 0:  # a frozen copy: the user's model is never touched
-            self.teacher = keras.models.clone_model(model)
-            self.teacher.set_weights(model.get_weights())
-            self.teacher.trainable = False
-        self.from_logits = getattr(self.loss, "get_config", lambda: {})().get("from_logits", True)
+        self.original = model
 
     def _layers(self):
         return [self.working.get_layer(name) for name in self.plan.binarized]
@@ -126,9 +120,7 @@ class EndToEndRun(_Run):
 
     def train_phase(self, label, steps):
         self._train_only(self.working.layers)
-        trainer = BitatTrainer(self.working, teacher=self.teacher, distill_weight=self.config.distill_weight,
-                               from_logits=self.from_logits)
-        return self._fit(trainer, self.config.learning_rate, steps, label)
+        return self._fit(self.trainer(), self.config.learning_rate, steps, label)
 
     def execute(self):
         config, start = self.config, time.time()

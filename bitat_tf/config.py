@@ -16,6 +16,7 @@ VARIANTS = {
     "svd": (True, True, "svd"),
 }
 THRESHOLD_INITS = ("mean", "median", "zero")
+FINAL_PHASES = ("finetune", "end_to_end")
 
 
 def _check(ok, name, value, must, owner="BinarizeConfig"):
@@ -41,7 +42,17 @@ class BinarizeConfig:
             of the layers above it, in epochs of `dataset` (fractions allowed).
         steps_per_layer / finetune_steps: the same budgets in optimizer steps; when given they replace the
             epoch budgets.
-        final_finetune_epochs: a last fine-tune of all remaining full-precision parameters (0 = none).
+        final_finetune_epochs / final_finetune_steps: the budget of a last phase after the progressive pass
+            (0 = none; steps, when given, replace epochs).
+        final_phase: what that phase trains. "finetune": every parameter that is not a frozen binary kernel
+            (BatchNorms, PReLUs, thresholds beta and scales alpha of the binary layers, the full-precision
+            layers); the signs of the binary kernels stay bit-identical. "end_to_end" (beyond the paper):
+            the binary layers' latent weights train too, so the progressive pass is a warm start for
+            end-to-end training.
+        final_learning_rate: Adam step size of the last phase (default: finetune_learning_rate).
+        distill_weight: w in `(1 - w) * task + w * KL(teacher || student)` in every stage (quantize,
+            fine-tune above, last phase), the teacher being a frozen copy of the full-precision model
+            (ReActNet's distribution loss; beyond the paper). 0 = task loss only.
         learning_rate / finetune_learning_rate: Adam step sizes (cosine decay within each step).
         blocks: the block partition: "auto" (from layer names and the graph), an int (fixed-size groups of
             consecutive binarizable layers), or a list of lists of layer names.
@@ -74,6 +85,10 @@ class BinarizeConfig:
         steps_per_layer=None,
         finetune_steps=None,
         final_finetune_epochs=0.0,
+        final_finetune_steps=None,
+        final_phase="finetune",
+        final_learning_rate=None,
+        distill_weight=0.0,
         learning_rate=1e-3,
         finetune_learning_rate=5e-4,
         blocks="auto",
@@ -100,7 +115,8 @@ class BinarizeConfig:
         for name, value in (("epochs_per_layer", epochs_per_layer), ("finetune_epochs", finetune_epochs),
                             ("final_finetune_epochs", final_finetune_epochs)):
             _check(_is_real(value) and value >= 0, name, value, "a finite number of epochs >= 0")
-        for name, value in (("steps_per_layer", steps_per_layer), ("finetune_steps", finetune_steps)):
+        for name, value in (("steps_per_layer", steps_per_layer), ("finetune_steps", finetune_steps),
+                            ("final_finetune_steps", final_finetune_steps)):
             _check(value is None or (_is_int(value) and value >= 0), name, value,
                    "None or an integer >= 0")
         if (steps_per_layer if steps_per_layer is not None else epochs_per_layer) == 0:
@@ -109,6 +125,11 @@ class BinarizeConfig:
         for name, value in (("learning_rate", learning_rate),
                             ("finetune_learning_rate", finetune_learning_rate)):
             _check(_is_real(value) and 0 < value < 1, name, value, "a number in (0, 1)")
+        _check(final_learning_rate is None or (_is_real(final_learning_rate) and 0 < final_learning_rate < 1),
+               "final_learning_rate", final_learning_rate, "None or a number in (0, 1)")
+        _check(final_phase in FINAL_PHASES, "final_phase", final_phase, f"one of {FINAL_PHASES}")
+        _check(_is_real(distill_weight) and 0 <= distill_weight <= 1, "distill_weight", distill_weight,
+               "a number in [0, 1]")
         _check(_valid_blocks(blocks), "blocks", blocks,
                '"auto", an integer >= 1, or a list of lists of layer names')
         for name, value in (("capture_rows", capture_rows), ("capture_batches", capture_batches),
@@ -127,6 +148,10 @@ class BinarizeConfig:
         self.steps_per_layer = steps_per_layer
         self.finetune_steps = finetune_steps
         self.final_finetune_epochs = float(final_finetune_epochs)
+        self.final_finetune_steps = final_finetune_steps
+        self.final_phase = final_phase
+        self.final_learning_rate = None if final_learning_rate is None else float(final_learning_rate)
+        self.distill_weight = float(distill_weight)
         self.learning_rate = float(learning_rate)
         self.finetune_learning_rate = float(finetune_learning_rate)
         self.blocks = blocks if isinstance(blocks, (str, int)) else [list(b) for b in blocks]

@@ -74,9 +74,11 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
                               "have no per-layer state to resume. Drop checkpoint_dir for them.")
         return EndToEndRun(model, plan, dataset, validation_data, config, steps_per_epoch, sparse,
                            verbose).execute()
-    if steps_per_epoch is None and (config.steps_per_layer is None or config.finetune_steps is None):
+    if steps_per_epoch is None and (config.steps_per_layer is None or config.finetune_steps is None or (
+            config.final_finetune_steps is None and config.final_finetune_epochs > 0)):
         raise ConfigError("the dataset repeats forever, so epoch budgets are undefined: set "
-                          "steps_per_layer and finetune_steps in BinarizeConfig.")
+                          "steps_per_layer, finetune_steps (and final_finetune_steps for a last phase) in "
+                          "BinarizeConfig.")
     run = _Run(model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose)
     return run.execute(Checkpointer(checkpoint_dir, model, config, plan) if checkpoint_dir else None)
 
@@ -102,6 +104,8 @@ class _Run:
         self.eval_data = validation_data if validation_data is not None else dataset.take(8)
         self.split = "validation" if validation_data is not None else "train (first 8 batches)"
         self.loss = resolve_loss(model, config, sparse)
+        self.from_logits = getattr(self.loss, "get_config", lambda: {})().get("from_logits", True)
+        self.teacher = frozen_copy(model) if config.distill_weight > 0 else None
         self.working = graph.to_larq(model, plan, quantizers=quantizers)
         self.blocks = {}  # block index -> transforms.BlockState
         self.rows = {p.name: report_lib.LayerReport(p.name, p.type, p.binarize, p.reason) for p in plan.layers}
@@ -132,6 +136,11 @@ class _Run:
             raise TrainingError(f"training diverged during {label} (loss {losses}); lower the learning rate "
                                 "or the BiTAT term weights. The checkpoint keeps the last finished layer.")
         return hist.history
+
+    def trainer(self, **kwargs):
+        """A `BitatTrainer` of the working model with the run's distillation settings."""
+        return BitatTrainer(self.working, teacher=self.teacher, distill_weight=self.config.distill_weight,
+                            from_logits=self.from_logits, **kwargs)
 
     def recalibrate_batchnorm(self, index):
         recalibrate_batchnorm(self.working, self.dataset, self.config.bn_recalibration_batches, after=index)
@@ -177,7 +186,7 @@ class _Run:
             penalty = transforms.StagePenalty(state, name=f"bitat_penalty_{name}")
         bn = graph.following_batchnorm(layer)
         self._train_only([layer] + ([bn] if bn is not None else []))
-        trainer = BitatTrainer(self.working, penalty=penalty, layer=layer, weights={
+        trainer = self.trainer(penalty=penalty, layer=layer, weights={
             "quant": config.quant_weight, "l1": config.l1_weight, "reg": config.reg_weight})
         steps = self._steps(config.steps_per_layer, config.epochs_per_layer)
         hist = self._fit(trainer, config.learning_rate, steps, f"{name} quantize")
@@ -196,8 +205,7 @@ class _Run:
         if not above or steps == 0:
             return {}
         self._train_only(above)
-        return self._fit(BitatTrainer(self.working), self.config.finetune_learning_rate, steps,
-                         f"{name} fine-tune above")
+        return self._fit(self.trainer(), self.config.finetune_learning_rate, steps, f"{name} fine-tune above")
 
     # ---- the whole run -------------------------------------------------------------------------------
     def execute(self, checkpointer):
@@ -222,7 +230,7 @@ class _Run:
                       f"; elapsed {_clock(time.time() - start)}, left ~{_clock(left)}")
             if checkpointer:
                 checkpointer.save(self, i + 1)
-        self._final_finetune()
+        self.final_phase()
         for layer in self.working.layers:
             layer.trainable = True
         report = report_lib.Report(
@@ -233,19 +241,32 @@ class _Run:
                   f" ({self.split}); {_clock(report.seconds)}")
         return BinarizeResult(self.working, report, self.history)
 
-    def _final_finetune(self):
-        if self.config.final_finetune_epochs <= 0:
+    def final_phase(self):
+        """After the pass: fine-tune all but the frozen binary kernels, or (end_to_end) everything."""
+        config = self.config
+        steps = self._steps(config.final_finetune_steps, config.final_finetune_epochs)
+        if steps <= 0:
             return
-        binarized = set(self.plan.binarized)
-        self._train_only([l for l in self.working.layers if l.name not in binarized])
-        steps = self._steps(None, self.config.final_finetune_epochs)
-        self.history["final_finetune"] = self._fit(BitatTrainer(self.working),
-                                                   self.config.finetune_learning_rate, steps, "final fine-tune")
-        self.recalibrate_batchnorm(0)
+        end_to_end = config.final_phase == "end_to_end"
+        self._train_only(self.working.layers)
+        frozen = () if end_to_end else [graph.kernel_of(self.working.get_layer(n)) for n in self.plan.binarized]
+        label = "final end-to-end" if end_to_end else "final fine-tune"
+        learning_rate = config.final_learning_rate or config.finetune_learning_rate
+        self.history[label.replace(" ", "_").replace("-", "_")] = self._fit(
+            self.trainer(frozen=frozen), learning_rate, steps, label)
+        self.recalibrate_batchnorm(-1)
 
     def _say(self, text):
         if self.verbose:
             print(text, flush=True)
+
+
+def frozen_copy(model):
+    """A copy of `model` that never trains: the teacher of the distillation term."""
+    teacher = keras.models.clone_model(model)
+    teacher.set_weights(model.get_weights())
+    teacher.trainable = False
+    return teacher
 
 
 def recalibrate_batchnorm(model, dataset, batches, *, after=-1):

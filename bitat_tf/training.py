@@ -25,12 +25,15 @@ class BitatTrainer(keras.Model):
             `(1 - distill_weight) * task + distill_weight * KL(teacher || student)`.
         distill_weight: in [0, 1]; 0 leaves the task loss alone.
         from_logits: whether the models output logits (else probabilities), for the distillation term.
+        frozen: variables of trainable layers that must not change (e.g. the latent kernels of binary layers
+            in the final fine-tune, whose BatchNorms, thresholds and scales train).
     """
 
     def __init__(self, model, *, penalty=None, layer=None, weights=None, teacher=None, distill_weight=0.0,
-                 from_logits=True, **kwargs):
+                 from_logits=True, frozen=(), **kwargs):
         super().__init__(**kwargs)
         self.inner = model
+        self._frozen = {_latent(v).ref() for v in frozen}
         self.penalty = penalty
         self.teacher = teacher if distill_weight > 0 else None
         self.distill_weight, self.from_logits = float(distill_weight), from_logits
@@ -74,7 +77,7 @@ class BitatTrainer(keras.Model):
             values.insert(0, total)
             if self.teacher is not None:
                 values.append(distill)
-        variables = self.trainable_variables
+        variables = [v for v in self.trainable_variables if _latent(v).ref() not in self._frozen]
         grads = tape.gradient(total, variables)
         # Quantizers that are still switched off (layers above this one) get no gradient: skip them.
         self.optimizer.apply_gradients((g, v) for g, v in zip(grads, variables) if g is not None)
@@ -93,6 +96,11 @@ class BitatTrainer(keras.Model):
         else:
             log_p, log_q = (tf.math.log(tf.clip_by_value(t, 1e-7, 1.0)) for t in (target, y_pred))
         return tf.reduce_mean(tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1))
+
+
+def _latent(variable):
+    """The variable itself, or the latent variable behind a Larq `QuantizedVariable`."""
+    return getattr(variable, "latent_variable", variable)
 
 
 def make_optimizer(learning_rate, steps):

@@ -1,0 +1,105 @@
+"""The levers beyond the paper: distillation in every BiTAT stage, and the last phase after the pass."""
+
+import numpy as np
+import pytest
+
+import bitat_tf
+from bitat_tf import graph, progressive
+from bitat_tf._compat import keras, tf
+
+CHEAP = dict(steps_per_layer=3, finetune_steps=2, max_groups=4, capture_rows=256, capture_batches=1,
+             bn_recalibration_batches=2, learning_rate=3e-3)
+
+
+def _kl(teacher_logits, student_logits):
+    p = tf.nn.softmax(teacher_logits).numpy().astype(np.float64)
+    log_p = np.log(p)
+    log_q = tf.nn.log_softmax(student_logits).numpy().astype(np.float64)
+    return float(np.mean(np.sum(p * (log_p - log_q), axis=-1)))
+
+
+def test_distillation_in_a_stage_matches_the_closed_form(trained_cnn, digits):
+    """total = (1 - w) * crossentropy + w * KL(teacher || student), the teacher a frozen copy."""
+    x, y = digits[0][:64], digits[1][:64]
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    config = bitat_tf.BinarizeConfig(distill_weight=0.3, **CHEAP)
+    plan = graph.make_plan(trained_cnn, config)
+    run = progressive._Run(trained_cnn, plan, ds, None, config, 1, True, 0)
+    graph.set_binary(run.working.get_layer("block1_a"), True)  # the student now differs from the teacher
+    trainer = run.trainer()
+    trainer.compile(optimizer=keras.optimizers.SGD(0.0), loss=run.loss)
+    student = run.working(x, training=True).numpy()  # BatchNorm on batch statistics, as in the step
+    teacher = trained_cnn(x, training=False).numpy()
+    task = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, student))
+    logs = trainer.train_on_batch(x, y, return_dict=True)
+    kl = _kl(teacher, student)
+    assert kl > 1e-3  # a real difference to distil
+    assert logs["distill_loss"] == pytest.approx(kl, rel=1e-4, abs=1e-6)
+    assert logs["total_loss"] == pytest.approx(0.7 * task + 0.3 * kl, rel=1e-4)
+
+
+def test_every_stage_distils_when_asked(trained_cnn, digits_ds):
+    train, test = digits_ds
+    config = bitat_tf.BinarizeConfig(distill_weight=0.5, final_finetune_steps=2, **CHEAP)
+    result = bitat_tf.binarize(trained_cnn, train.take(4), validation_data=test, config=config, verbose=0)
+    assert "distill_loss" in result.history["block1_a"]["quantize"]
+    assert "distill_loss" in result.history["block1_a"]["finetune"]
+    assert "distill_loss" in result.history["final_fine_tune"]
+    plain = bitat_tf.binarize(trained_cnn, train.take(4), validation_data=test,
+                              config=bitat_tf.BinarizeConfig(final_finetune_steps=2, **CHEAP), verbose=0)
+    assert "distill_loss" not in plain.history["block1_a"]["quantize"]
+
+
+def _latent_kernels_around_final_phase(model, data, config, monkeypatch):
+    seen = {}
+    original = progressive._Run.final_phase
+
+    def spy(run):
+        names = run.plan.binarized
+        seen["before"] = {n: graph.kernel_of(run.working.get_layer(n)).numpy().copy() for n in names}
+        seen["alpha_before"] = {n: graph.weight_quantizer(run.working.get_layer(n)).alpha.numpy().copy()
+                                for n in names}
+        original(run)
+        seen["after"] = {n: graph.kernel_of(run.working.get_layer(n)).numpy().copy() for n in names}
+        seen["alpha_after"] = {n: graph.weight_quantizer(run.working.get_layer(n)).alpha.numpy().copy()
+                               for n in names}
+
+    monkeypatch.setattr(progressive._Run, "final_phase", spy)
+    result = bitat_tf.binarize(model, data, config=config, verbose=0)
+    return seen, result
+
+
+def test_final_finetune_keeps_frozen_binary_kernels_bit_identical(trained_cnn, digits_ds, monkeypatch):
+    config = bitat_tf.BinarizeConfig(final_finetune_steps=6, final_learning_rate=0.05, **CHEAP)
+    seen, result = _latent_kernels_around_final_phase(trained_cnn, digits_ds[0].take(4), config, monkeypatch)
+    for name, kernel in seen["before"].items():
+        np.testing.assert_array_equal(seen["after"][name], kernel, err_msg=name)
+    # ... while the scales (and BatchNorms, thresholds) did train
+    assert any(not np.array_equal(seen["alpha_after"][n], a) for n, a in seen["alpha_before"].items())
+    assert "final_fine_tune" in result.history
+
+
+def test_end_to_end_final_phase_changes_binary_kernels(trained_cnn, digits_ds, monkeypatch):
+    config = bitat_tf.BinarizeConfig(final_finetune_steps=6, final_phase="end_to_end", final_learning_rate=0.05,
+                                     **CHEAP)
+    seen, result = _latent_kernels_around_final_phase(trained_cnn, digits_ds[0].take(4), config, monkeypatch)
+    changed = [n for n, k in seen["before"].items() if not np.array_equal(np.sign(seen["after"][n]), np.sign(k))]
+    assert changed == list(seen["before"])  # every binary layer's signs moved
+    assert "final_end_to_end" in result.history
+
+
+@pytest.mark.parametrize("variant", ["bitat", "sequential", "intra", "cross", "filterwise", "svd"])
+def test_paper_variants_do_not_unfreeze(variant):
+    config = bitat_tf.BinarizeConfig(variant=variant)
+    assert config.final_phase == "finetune" and config.distill_weight == 0.0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(final_phase="all"), "final_phase must be one of"),
+    (dict(distill_weight=1.5), "distill_weight must be a number in \\[0, 1\\]"),
+    (dict(final_finetune_steps=-1), "final_finetune_steps"),
+    (dict(final_learning_rate=0.0), "final_learning_rate"),
+])
+def test_lever_values_out_of_range(kwargs, match):
+    with pytest.raises(bitat_tf.ConfigError, match=match):
+        bitat_tf.BinarizeConfig(**kwargs)
