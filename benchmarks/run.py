@@ -50,6 +50,10 @@ METHODS = {
                             "pass_share": 0.5}),
     "sequential_e2e": ("bitat", {"variant": "sequential", "distill_weight": 1.0, "final_phase": "end_to_end",
                                  "pass_share": 0.5}),
+    # a quarter of the budget binarizes all activations first (weights real), then the pass and a last
+    # end-to-end phase share the rest
+    "bitat_act_e2e": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
+                                "pass_share": 0.375, "warmup_share": 0.25}),
 }
 LABELS = {
     "bitat": "BiTAT (full, k-means aggregated)", "sequential": "BiTAT sequential only",
@@ -61,6 +65,7 @@ LABELS = {
     "bitat_ft": "BiTAT + distillation, half the budget on a last fine-tune",
     "bitat_e2e": "BiTAT warm start + end-to-end distillation (half the budget each)",
     "sequential_e2e": "sequential warm start + end-to-end distillation (half each)",
+    "bitat_act_e2e": "activations first, then BiTAT pass, then end-to-end distillation",
 }
 MODES = {
     # 16k training images, 4 FP epochs; 31 layers x 16 steps = 496 steps (4 epochs of the subset) a method.
@@ -142,10 +147,13 @@ def worker(args):
     budget = layers * (args.steps_per_layer + args.finetune_steps)
     if kind == "bitat":
         share = extra.pop("pass_share", 1.0)
+        warmup = round(budget * extra.pop("warmup_share", 0.0))
+        if warmup:
+            extra["activation_warmup_steps"] = warmup
         steps_per_layer = max(1, round(args.steps_per_layer * share))
         finetune_steps = round(args.finetune_steps * share)
         if share < 1.0:  # the rest of the same budget goes to the last phase
-            extra["final_finetune_steps"] = budget - layers * (steps_per_layer + finetune_steps)
+            extra["final_finetune_steps"] = budget - warmup - layers * (steps_per_layer + finetune_steps)
             extra["final_learning_rate"] = args.baseline_learning_rate
         if args.distill_weight is not None and "distill_weight" in extra:
             extra["distill_weight"] = args.distill_weight

@@ -50,6 +50,10 @@ class BinarizeConfig:
             the binary layers' latent weights train too, so the progressive pass is a warm start for
             end-to-end training.
         final_learning_rate: Adam step size of the last phase (default: finetune_learning_rate).
+        activation_warmup_steps: 0 (the paper) binarizes each layer's input with its weights; n > 0 first
+            binarizes the inputs of every chosen layer (thresholds from the data), trains the whole network
+            for n steps with real weights (ReActNet's first step as a warm-up), then binarizes the weights
+            layer by layer; the thresholds then keep their trained values.
         distill_weight: w in `(1 - w) * task + w * KL(teacher || student)` in every stage (quantize,
             fine-tune above, last phase), the teacher being a frozen copy of the full-precision model
             (ReActNet's distribution loss; beyond the paper). 0 = task loss only.
@@ -89,6 +93,7 @@ class BinarizeConfig:
         final_phase="finetune",
         final_learning_rate=None,
         distill_weight=0.0,
+        activation_warmup_steps=0,
         learning_rate=1e-3,
         finetune_learning_rate=5e-4,
         blocks="auto",
@@ -116,7 +121,8 @@ class BinarizeConfig:
                             ("final_finetune_epochs", final_finetune_epochs)):
             _check(_is_real(value) and value >= 0, name, value, "a finite number of epochs >= 0")
         for name, value in (("steps_per_layer", steps_per_layer), ("finetune_steps", finetune_steps),
-                            ("final_finetune_steps", final_finetune_steps)):
+                            ("final_finetune_steps", final_finetune_steps),
+                            ("activation_warmup_steps", activation_warmup_steps)):
             _check(value is None or (_is_int(value) and value >= 0), name, value,
                    "None or an integer >= 0")
         if (steps_per_layer if steps_per_layer is not None else epochs_per_layer) == 0:
@@ -152,6 +158,7 @@ class BinarizeConfig:
         self.final_phase = final_phase
         self.final_learning_rate = None if final_learning_rate is None else float(final_learning_rate)
         self.distill_weight = float(distill_weight)
+        self.activation_warmup_steps = int(activation_warmup_steps or 0)
         self.learning_rate = float(learning_rate)
         self.finetune_learning_rate = float(finetune_learning_rate)
         self.blocks = blocks if isinstance(blocks, (str, int)) else [list(b) for b in blocks]

@@ -165,7 +165,8 @@ class _Run:
         config, layer = self.config, self.working.get_layer(name)
         captured = capture.capture_inputs(self.working, layer, self.dataset, max_batches=config.capture_batches,
                                           memory_mb=config.capture_memory_mb, seed=config.seed)
-        capture.init_threshold(layer, captured, config.threshold_init)
+        if not config.activation_warmup_steps:  # after a warm-up the threshold keeps its trained value
+            capture.init_threshold(layer, captured, config.threshold_init)
         graph.weight_quantizer(layer).init_from(graph.kernel_of(layer))
         graph.set_binary(layer, True)
         w = capture.kernel_matrix(layer, graph.kernel_of(layer))
@@ -214,6 +215,8 @@ class _Run:
         self._say(f"bitat_tf: {len(order)} of {len(self.plan.layers)} weight layers to binarize in "
                   f"{len(self.plan.blocks)} blocks; full-precision accuracy ({self.split}) {fp_accuracy:.4f}")
         done = checkpointer.restore(self) if checkpointer else 0
+        if self.config.activation_warmup_steps:
+            self.activation_warmup(order, resumed=done > 0)
         for i, (block_index, name) in enumerate(order[done:], start=done):
             t0 = time.time()
             tf.keras.utils.set_random_seed(self.config.seed + i)  # each stage reproducible on resume
@@ -240,6 +243,31 @@ class _Run:
         self._say(f"bitat_tf: accuracy full precision {fp_accuracy:.4f} -> binary {report.binary_accuracy:.4f}"
                   f" ({self.split}); {_clock(report.seconds)}")
         return BinarizeResult(self.working, report, self.history)
+
+    def activation_warmup(self, order, *, resumed):
+        """Binarize every chosen layer's input (weights real) and train the whole network briefly.
+
+        A resumed run has the trained thresholds in its checkpoint: it only switches the inputs on again.
+        """
+        done = {n for n, r in self.rows.items() if r.seconds is not None}
+        for _, name in order:
+            layer = self.working.get_layer(name)
+            if name in done:
+                continue
+            if not resumed:
+                captured = capture.capture_inputs(self.working, layer, self.dataset,
+                                                  max_batches=self.config.capture_batches,
+                                                  memory_mb=self.config.capture_memory_mb, seed=self.config.seed)
+                capture.init_threshold(layer, captured, self.config.threshold_init)
+            graph.set_binary(layer, True, weights=False)
+        if resumed:
+            return
+        tf.keras.utils.set_random_seed(self.config.seed)
+        self._train_only(self.working.layers)
+        self.history["activation_warmup"] = self._fit(self.trainer(), self.config.learning_rate,
+                                                      self.config.activation_warmup_steps, "activation warm-up")
+        self.recalibrate_batchnorm(-1)
+        self._say(f"bitat_tf: activations binary, weights real: accuracy {self.evaluate():.4f}")
 
     def final_phase(self):
         """After the pass: fine-tune all but the frozen binary kernels, or (end_to_end) everything."""

@@ -103,3 +103,41 @@ def test_paper_variants_do_not_unfreeze(variant):
 def test_lever_values_out_of_range(kwargs, match):
     with pytest.raises(bitat_tf.ConfigError, match=match):
         bitat_tf.BinarizeConfig(**kwargs)
+
+
+def test_activation_warmup_binarizes_every_input_first_and_keeps_its_thresholds(trained_cnn, digits_ds,
+                                                                                 monkeypatch):
+    seen = []
+    original = progressive._Run.quantize_layer
+
+    def spy(run, name, block_index):
+        layers = [run.working.get_layer(n) for n in run.plan.binarized]
+        seen.append({"inputs": [l.input_quantizer.active for l in layers],
+                     "weights": [graph.weight_quantizer(l).active for l in layers]})
+        return original(run, name, block_index)
+
+    monkeypatch.setattr(progressive._Run, "quantize_layer", spy)
+    inits = []
+    monkeypatch.setattr(progressive.capture, "init_threshold",
+                        lambda layer, captured, method: inits.append(layer.name) or
+                        layer.input_quantizer.beta.assign(np.mean(captured.raw, axis=tuple(range(
+                            captured.raw.ndim - 1)))))
+    config = bitat_tf.BinarizeConfig(activation_warmup_steps=4, **CHEAP)
+    result = bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), config=config, verbose=0)
+    assert seen[0]["inputs"] == [True, True, True] and seen[0]["weights"] == [False, False, False]
+    assert seen[1]["weights"] == [True, False, False]
+    assert inits == ["block1_a", "block1_b", "block2_a"]  # once each, in the warm-up, never again
+    assert "activation_warmup" in result.history
+
+
+def test_without_warmup_each_input_is_switched_on_with_its_layer(trained_cnn, digits_ds, monkeypatch):
+    seen = []
+    original = progressive._Run.quantize_layer
+
+    def spy(run, name, block_index):
+        seen.append([run.working.get_layer(n).input_quantizer.active for n in run.plan.binarized])
+        return original(run, name, block_index)
+
+    monkeypatch.setattr(progressive._Run, "quantize_layer", spy)
+    bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), config=bitat_tf.BinarizeConfig(**CHEAP), verbose=0)
+    assert seen[0] == [False, False, False] and seen[1] == [True, False, False]
