@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "BinarizeConfig": "bitat_tf.config",
     "EndToEndConfig": "bitat_tf.baselines",
-    "BinarizeResult": "bitat_tf.progressive",
+    "BinarizeResult": "bitat_tf.engine",
     "binarize": "bitat_tf.progressive",
     "BitatError": "bitat_tf.errors",
     "ConfigError": "bitat_tf.errors",

@@ -19,8 +19,8 @@ import time
 from bitat_tf import capture, graph, report as report_lib
 from bitat_tf._compat import larq, tf
 from bitat_tf.config import _check, _is_int, _is_real, check_shared, config_dict
+from bitat_tf.engine import BinarizeResult, Engine, clock, timing_summary
 from bitat_tf.errors import ConfigError
-from bitat_tf.progressive import BinarizeResult, _clock, _Run, recalibrate_batchnorm
 
 METHODS = ("reactnet", "ste")
 QUANTIZERS = ("bitat", "larq_ste")
@@ -95,8 +95,8 @@ def _larq_ste(layer):
     return larq.quantizers.SteSign(), larq.quantizers.SteSign()
 
 
-class EndToEndRun(_Run):
-    """One baseline run; shares budgets, progress, evaluation and the report with BiTAT's driver."""
+class EndToEndRun(Engine):
+    """One baseline run on the same engine as BiTAT's driver."""
 
     def __init__(self, model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose):
         if steps_per_epoch is None and config.steps is None:
@@ -105,6 +105,7 @@ class EndToEndRun(_Run):
         super().__init__(model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose,
                          quantizers=_larq_ste if config.quantizers == "larq_ste" else None)
         self.original = model
+        self.rows = {p.name: report_lib.LayerReport(p.name, p.type, p.binarize, p.reason) for p in plan.layers}
 
     def _layers(self):
         return [self.working.get_layer(name) for name in self.plan.binarized]
@@ -119,41 +120,41 @@ class EndToEndRun(_Run):
             graph.weight_quantizer(layer).init_from(graph.kernel_of(layer))
 
     def train_phase(self, label, steps):
-        self._train_only(self.working.layers)
-        return self._fit(self.trainer(), self.config.learning_rate, steps, label)
+        return self.fit(self.config.learning_rate, steps, label, layers=self.working.layers)
 
     def execute(self):
         config, start = self.config, time.time()
         tf.keras.utils.set_random_seed(config.seed)
-        fp_accuracy = self.evaluate(self.original)  # the working model may be binary from the start
-        total = self._steps(config.steps, config.epochs)
-        self._say(f"bitat_tf baseline {config.method!r} ({config.quantizers} quantizers): "
-                  f"{len(self.plan.binarized)} of {len(self.plan.layers)} weight layers, {total} steps; "
-                  f"full-precision accuracy ({self.split}) {fp_accuracy:.4f}")
-        if config.quantizers == "bitat":
-            self.initialise_quantizers()
-        if config.method == "reactnet":
-            for layer in self._layers():
-                graph.set_binary(layer, True, weights=False)
-            self.history["activations"] = self.train_phase("step 1/2 binary activations", total // 2)
-            self._say(f"step 1/2 done: accuracy {self.evaluate():.4f}; elapsed {_clock(time.time() - start)}")
-            for layer in self._layers():
-                graph.set_binary(layer, True)
-            self.history["weights"] = self.train_phase("step 2/2 binary weights", total - total // 2)
-        else:
+        fp_accuracy = self.evaluate_model(self.original)  # the working model may be binary from the start
+        total = self.steps(config.steps, config.epochs)
+        self.say(f"bitat_tf baseline {config.method!r} ({config.quantizers} quantizers): "
+                 f"{len(self.plan.binarized)} of {len(self.plan.layers)} weight layers, {total} steps; "
+                 f"full-precision accuracy ({self.split}) {fp_accuracy:.4f}")
+        with self.session():
             if config.quantizers == "bitat":
+                self.initialise_quantizers()
+            if config.method == "reactnet":
+                for layer in self._layers():
+                    graph.set_binary(layer, True, weights=False)
+                self.history["activations"] = self.train_phase("step 1/2 binary activations", total // 2)
+                self.say(f"step 1/2 done: accuracy {self.evaluate():.4f}; elapsed {clock(time.time() - start)}")
                 for layer in self._layers():
                     graph.set_binary(layer, True)
-            self.history["end_to_end"] = self.train_phase("all layers binary", total)
-        recalibrate_batchnorm(self.working, self.dataset, config.bn_recalibration_batches)
-        for layer in self.working.layers:
-            layer.trainable = True
+                self.history["weights"] = self.train_phase("step 2/2 binary weights", total - total // 2)
+            else:
+                if config.quantizers == "bitat":
+                    for layer in self._layers():
+                        graph.set_binary(layer, True)
+                self.history["end_to_end"] = self.train_phase("all layers binary", total)
+            self.recalibrate(-1)
+            binary_accuracy = self.evaluate()
+        seconds = time.time() - start
         report = report_lib.Report(
             layers=list(self.rows.values()), config=config.get_config(), fp_accuracy=fp_accuracy,
-            binary_accuracy=self.evaluate(), accuracy_split=self.split, seconds=time.time() - start,
-            larq_summary=report_lib.larq_summary(self.working))
-        self._say(f"bitat_tf baseline {config.method!r}: accuracy full precision {fp_accuracy:.4f} -> binary "
-                  f"{report.binary_accuracy:.4f} ({self.split}); {_clock(report.seconds)}")
+            binary_accuracy=binary_accuracy, accuracy_split=self.split, seconds=seconds,
+            larq_summary=report_lib.larq_summary(self.working), timing=timing_summary(self.timing, seconds))
+        self.say(f"bitat_tf baseline {config.method!r}: accuracy full precision {fp_accuracy:.4f} -> binary "
+                 f"{report.binary_accuracy:.4f} ({self.split}); {clock(report.seconds)}")
         return BinarizeResult(self.working, report, self.history)
 
 

@@ -109,7 +109,7 @@ def _pad(layer, inputs):
             out = (size - span) // s + 1
             pads.append((0, 0))
         out_hw.append(out)
-    value = getattr(layer, "pad_values", 0.0)
+    value = float(tf.convert_to_tensor(getattr(layer, "pad_values", 0.0)))  # a variable during a run
     padded = np.pad(inputs, [(0, 0), *pads, (0, 0)], constant_values=value)
     return padded, out_hw
 

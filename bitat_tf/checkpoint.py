@@ -90,7 +90,6 @@ class Checkpointer:
         for name in order[:done]:
             layer = run.working.get_layer(name)
             graph.set_binary(layer, True)
-            layer.trainable = False
         run.working.load_weights(os.path.join(stage_dir, "weights.h5"))
         with np.load(os.path.join(stage_dir, "blocks.npz")) as arrays:
             arrays = dict(arrays)
@@ -101,7 +100,7 @@ class Checkpointer:
             vars(run.rows[name]).update(fields)
         run.history.update(meta["history"])
         run.elapsed = meta["elapsed"]
-        run._say(f"bitat_tf: resumed from {stage_dir} with {done} of {len(order)} layers done")
+        run.say(f"bitat_tf: resumed from {stage_dir} with {done} of {len(order)} layers done")
         return done
 
 

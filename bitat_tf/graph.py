@@ -7,7 +7,7 @@ import dataclasses
 import inspect
 import re
 
-from bitat_tf._compat import is_keras3_model, keras, larq
+from bitat_tf._compat import is_keras3_model, keras, larq, tf
 from bitat_tf.errors import UnsupportedModelError
 from bitat_tf.quantizers import ScaledSign, ThresholdSign
 
@@ -252,8 +252,11 @@ def set_binary(layer, on, *, weights=None):
     layer.input_quantizer.active = on
     weight_quantizer(layer).active = on if weights is None else weights
     if getattr(layer, "padding", None) == "same" and hasattr(layer, "pad_values"):
-        layer.pad_values = 1.0 if on else 0.0
-        layer._is_native_padding = not on  # Larq decides at construction; the switch moves it with the value
+        if isinstance(layer.pad_values, tf.Variable):  # held by the engine: pads explicitly with this value
+            layer.pad_values.assign(1.0 if on else 0.0)
+        else:
+            layer.pad_values = 1.0 if on else 0.0
+            layer._is_native_padding = not on  # Larq decides at construction; the switch moves it with the value
 
 
 def following_batchnorm(layer):

@@ -5,8 +5,10 @@ that carry them as binary, and both serialize and are registered under the `bita
 saved binarized model loads again with `bitat_tf.custom_objects()`.
 
 Each can be inactive (the identity): one model then serves the whole progressive run, and a layer's
-quantizers are switched on when its turn comes. The switch is a Python attribute read when Keras traces the
-model, so whoever flips it must recompile (the progressive driver recompiles at every stage).
+quantizers are switched on when its turn comes. The switch is a Python attribute (`active`), read when Keras
+traces the model. During a run the engine attaches a boolean variable to it (`attach_switch`), so that
+flipping `active` assigns the variable and a traced step follows without a new trace; it detaches the
+variable at the end, so the saved and exported model holds plain quantizers again.
 """
 
 from bitat_tf._compat import keras, larq, tf
@@ -51,7 +53,31 @@ class _Switchable(larq.quantizers.Quantizer):
 
     def __init__(self, active=True, **kwargs):
         super().__init__(**kwargs)
+        object.__setattr__(self, "_switch", None)  # not a Keras-tracked weight: never saved
         self.active = bool(active)
+
+    @property
+    def active(self):
+        return self._active
+
+    @active.setter
+    def active(self, value):
+        self._active = bool(value)
+        if self._switch is not None:
+            self._switch.assign(self._active)
+
+    def attach_switch(self):
+        """Hold the on/off state in a variable from now on (traced steps read it at run time)."""
+        object.__setattr__(self, "_switch", tf.Variable(self._active, trainable=False, name="switch"))
+
+    def detach_switch(self):
+        object.__setattr__(self, "_switch", None)
+
+    def call(self, inputs):
+        inputs = tf.convert_to_tensor(inputs)
+        if self._switch is not None:
+            return tf.cond(self._switch, lambda: self.quantize(inputs), lambda: tf.identity(inputs))
+        return self.quantize(inputs) if self._active else inputs
 
     def get_config(self):
         return {**super().get_config(), "active": self.active}
@@ -92,11 +118,8 @@ class ScaledSign(_Switchable):
         )
         super().build(input_shape)
 
-    def call(self, inputs):
-        if not self.active:
-            return inputs
-        # Read both as tensors: a custom gradient must not capture (mirrored) variables.
-        inputs = tf.convert_to_tensor(inputs)
+    def quantize(self, inputs):
+        # Read alpha as a tensor: a custom gradient must not capture (mirrored) variables.
         return scaled_sign(inputs, tf.cast(tf.convert_to_tensor(self.alpha), inputs.dtype))
 
     def init_from(self, kernel):
@@ -131,10 +154,7 @@ class ThresholdSign(_Switchable):
         )
         super().build(input_shape)
 
-    def call(self, inputs):
-        if not self.active:
-            return inputs
-        inputs = tf.convert_to_tensor(inputs)
+    def quantize(self, inputs):
         return threshold_sign(inputs, tf.cast(tf.convert_to_tensor(self.beta), inputs.dtype))
 
     def init_from(self, samples, method="mean"):

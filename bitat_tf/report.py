@@ -37,6 +37,7 @@ class Report:
     seconds: float = None
     larq_summary: str = None
     export: dict = None  # filled by bitat_tf.verify_export
+    timing: dict = None  # per phase: steps, seconds per step; overhead = wall - steps x seconds per step
 
     @property
     def transform_params(self):

@@ -1,12 +1,12 @@
 """`BitatTrainer`: a Keras model whose `train_step` adds BiTAT's terms to the task loss.
 
-Wrapping the working model (rather than patching it) keeps `fit`, callbacks, progress bars and distribution
-strategies as Keras users know them, and every loss term appears in `History` under its own name.
+Wrapping the working model (rather than patching it) keeps `train_step`, metrics and distribution
+strategies as Keras users know them, and every loss term is reported under its own name. Everything that
+changes from one stage to the next is a variable (the term weights, which variables train, the penalty's
+buffers, the quantizer switches), so the engine traces the step once per run.
 """
 
 from bitat_tf._compat import keras, tf
-from bitat_tf.capture import kernel_matrix
-from bitat_tf.graph import kernel_of, weight_quantizer
 
 TERMS = ("quant", "l1", "reg")
 
@@ -15,30 +15,33 @@ class BitatTrainer(keras.Model):
     """Trains `model` on `task loss + quant_weight * quant + l1_weight * l1 + reg_weight * reg`.
 
     # Arguments
-        model: the working (partly binarized) model; its layers' `trainable` flags decide what trains.
-        penalty: a `transforms.StagePenalty` for the layer being binarized, or None (task loss only, as in
-            the fine-tune of the layers above).
-        layer: that layer (needed with a penalty).
-        weights: mapping of term name to weight.
+        model: the working (partly binarized) model.
+        penalty: an object whose `terms()` returns the unweighted BiTAT terms {"quant", "l1", "reg"} of
+            the current layer (a `transforms.RunPenalty`), or None (task loss only).
+        weights: mapping of term name to its starting weight; `set_term_weights` changes them between
+            stages without a new trace.
         teacher: a full-precision model whose output distribution the student learns (ReActNet's
             distribution loss): the task loss is replaced by
             `(1 - distill_weight) * task + distill_weight * KL(teacher || student)`.
         distill_weight: in [0, 1]; 0 leaves the task loss alone.
         from_logits: whether the models output logits (else probabilities), for the distillation term.
-        frozen: variables of trainable layers that must not change (e.g. the latent kernels of binary layers
-            in the final fine-tune, whose BatchNorms, thresholds and scales train).
+
+    `set_trainable(variables)` chooses which of the trainable variables an optimizer step changes; the
+    others get a zero gradient (with a freshly reset Adam, a variable that only ever sees zero gradients
+    does not move).
     """
 
-    def __init__(self, model, *, penalty=None, layer=None, weights=None, teacher=None, distill_weight=0.0,
-                 from_logits=True, frozen=(), **kwargs):
+    def __init__(self, model, *, penalty=None, weights=None, teacher=None, distill_weight=0.0,
+                 from_logits=True, **kwargs):
         super().__init__(**kwargs)
         self.inner = model
-        self._frozen = {_latent(v).ref() for v in frozen}
         self.penalty = penalty
         self.teacher = teacher if distill_weight > 0 else None
         self.distill_weight, self.from_logits = float(distill_weight), from_logits
-        self._layer_name = layer.name if layer is not None else None
-        self.term_weights = dict(weights or {})
+        weights = dict(weights or {})
+        object.__setattr__(self, "_term_weights", {
+            t: tf.Variable(float(weights.get(t, 0.0)), trainable=False, name=f"{t}_weight") for t in TERMS})
+        object.__setattr__(self, "_masks", {})
         # Keras' own "loss" metric is the task loss; the total and each BiTAT term get their own.
         names = (("total_loss",) + (tuple(f"{t}_loss" for t in TERMS) if penalty is not None else ())
                  + (("distill_loss",) if self.teacher is not None else ()))
@@ -54,11 +57,18 @@ class BitatTrainer(keras.Model):
     def metrics(self):
         return super().metrics + self.trackers + [self.nonfinite]
 
-    def penalty_terms(self):
-        """The unweighted BiTAT terms for the current layer, with its kernel as seen by the layer."""
-        layer = self.inner.get_layer(self._layer_name)
-        alpha = weight_quantizer(layer).alpha
-        return self.penalty.terms(kernel_matrix(layer, kernel_of(layer)), alpha)
+    def set_term_weights(self, weights):
+        for name, variable in self._term_weights.items():
+            variable.assign(float(weights.get(name, 0.0)))
+
+    def set_trainable(self, variables):
+        """Train exactly `variables` (of this trainer's trainable variables) from the next step on."""
+        chosen = {_latent(v).ref() for v in variables}
+        if not self._masks:
+            for v in self.trainable_variables:
+                self._masks[_latent(v).ref()] = tf.Variable(True, trainable=False, name="trains")
+        for ref, mask in self._masks.items():
+            mask.assign(ref in chosen)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -70,23 +80,28 @@ class BitatTrainer(keras.Model):
                 distill = self.distillation(x, y_pred)
                 total = (1.0 - self.distill_weight) * task + self.distill_weight * distill
             if self.penalty is not None:
-                terms = self.penalty_terms()
+                terms = self.penalty.terms()
                 for name in TERMS:
-                    total += self.term_weights.get(name, 0.0) * terms[name]
+                    total += self._term_weights[name] * terms[name]
                     values.append(terms[name])
             values.insert(0, total)
             if self.teacher is not None:
                 values.append(distill)
-        variables = [v for v in self.trainable_variables if _latent(v).ref() not in self._frozen]
-        grads = tape.gradient(total, variables)
-        # Quantizers that are still switched off (layers above this one) get no gradient: skip them.
-        self.optimizer.apply_gradients((g, v) for g, v in zip(grads, variables) if g is not None)
+        variables = self.trainable_variables
+        pairs = []
+        for grad, variable in zip(tape.gradient(total, variables), variables):
+            if grad is None:  # not connected to the loss (e.g. the quantizers of a kept layer)
+                continue
+            mask = self._masks.get(_latent(variable).ref())
+            if mask is not None:
+                grad = tf.where(mask, tf.convert_to_tensor(grad), tf.zeros_like(grad))
+            pairs.append((grad, variable))
+        self.optimizer.apply_gradients(pairs)
         self.compiled_metrics.update_state(y, y_pred, sample_weight)
         for tracker, value in zip(self.trackers, values):
             tracker.update_state(value)
         self.nonfinite.update_state(tf.reduce_sum(tf.cast(~tf.math.is_finite(tf.cast(x, tf.float32)), tf.float32)))
         return {m.name: m.result() for m in self.metrics}
-
 
     def distillation(self, x, y_pred):
         """Mean KL divergence from the teacher's output distribution to the student's."""
@@ -103,10 +118,23 @@ def _latent(variable):
     return getattr(variable, "latent_variable", variable)
 
 
-def make_optimizer(learning_rate, steps):
-    """Adam with cosine decay to zero over `steps`."""
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(int(steps), 1))
-    return keras.optimizers.Adam(schedule)
+class StageCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Cosine decay to zero over one stage, `base * (1 + cos(pi * min(step / steps, 1))) / 2`.
+
+    Base and length are variables, so a new stage restarts the schedule (with the optimizer's step
+    counter reset to zero) without a new trace. Equal to Keras' `CosineDecay(base, steps)`.
+    """
+
+    def __init__(self):
+        self.base = tf.Variable(1e-3, trainable=False, name="base_learning_rate")
+        self.steps = tf.Variable(1.0, trainable=False, name="stage_steps")
+
+    def __call__(self, step):
+        progress = tf.minimum(tf.cast(step, tf.float32) / self.steps, 1.0)
+        return self.base * 0.5 * (1.0 + tf.cos(3.141592653589793 * progress))
+
+    def get_config(self):
+        return {}
 
 
-__all__ = ["BitatTrainer", "make_optimizer", "TERMS"]
+__all__ = ["BitatTrainer", "StageCosine", "TERMS"]

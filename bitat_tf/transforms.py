@@ -188,3 +188,110 @@ class StagePenalty(keras.layers.Layer):
 
 def _pad_cols(error, width):
     return np.pad(error, [(0, 0), (0, width - error.shape[1])])
+
+
+class RunPenalty(keras.layers.Layer):
+    """The terms of `StagePenalty`, for whichever layer of a run is current, in buffers sized once a run.
+
+    A traced train step reads the current layer's kernel through `tf.switch_case` on `index` and the
+    block's transform from zero-padded variables, so stages change variable values and never shapes:
+    the step is traced once for the whole run. Layout of the n = r_max + k_max transform indices: the
+    frozen members' rows of the block first (at most r_max), the current layer's groups from r_max on;
+    `valid` masks the unused indices out of every term. `load` fills the buffers for a stage from a
+    `BlockState` and `write_back` returns the trained s and V to it.
+    """
+
+    def __init__(self, layers, *, k_max, r_max, **kwargs):
+        super().__init__(**kwargs)
+        object.__setattr__(self, "_branches", list(layers))  # read, not owned: not tracked as sublayers
+        shapes = [_kernel_shape(layer) for layer in layers]
+        self.k_max, self.r_max = int(k_max), int(r_max)
+        self.d_in_max = max(d for d, _ in shapes)
+        self.d_max = max(d for _, d in shapes)
+        n = self.r_max + self.k_max
+        zeros = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
+        self.index = tf.Variable(0, trainable=False, name="index")
+        self.p = tf.Variable(zeros(self.k_max, self.d_in_max), trainable=False, name="p")
+        self.frozen = tf.Variable(zeros(self.r_max, self.d_max), trainable=False, name="frozen_error")
+        self.valid = tf.Variable(zeros(n), trainable=False, name="valid")
+        self.sigma = tf.Variable(0.0, trainable=False, name="sigma")
+        self.width = tf.Variable(1.0, trainable=False, name="width")
+        self.log_s = tf.Variable(zeros(n), name="log_s")
+        self.v = tf.Variable(zeros(n, n), name="v")
+        self._idx = np.zeros(0, np.int64)
+
+    def _current(self, layer):
+        from bitat_tf.capture import kernel_matrix
+        from bitat_tf.graph import kernel_of, weight_quantizer
+
+        alpha = weight_quantizer(layer).alpha
+        w = kernel_matrix(layer, kernel_of(layer))
+        error = tf.matmul(self.p[:, : w.shape[0]], quantization_error(w, alpha))
+        return tf.pad(error, [[0, 0], [0, self.d_max - error.shape[1]]]), tf.reduce_mean(alpha)
+
+    def terms(self):
+        error, l1 = tf.switch_case(tf.convert_to_tensor(self.index), [lambda l=l: self._current(l) for l in self._branches])
+        stacked = tf.concat([self.frozen, error], axis=0)
+        mask = self.valid[:, None] * self.valid[None, :]
+        v = self.v * mask
+        log_s = self.log_s * self.valid
+        ortho = tf.reduce_sum(tf.square((tf.matmul(v, v, transpose_b=True) - tf.eye(tf.shape(v)[0])) * mask))
+        return {
+            "quant": transform_penalty(log_s, v, stacked * self.valid[:, None]) / self.width,
+            "l1": l1,
+            "reg": ortho + tf.square(self.sigma - tf.reduce_sum(log_s)),
+        }
+
+    def load(self, state, index):
+        """Fill the buffers with block `state`, whose last member is the current layer (branch `index`)."""
+        *done, current = state.members
+        rows = sum(m.p.shape[0] for m in done)
+        k = current.p.shape[0]
+        if rows > self.r_max or k > self.k_max:
+            raise ValueError(f"block needs {rows} + {k} transform rows; the run was sized for "
+                             f"{self.r_max} + {self.k_max}")
+        n = self.r_max + self.k_max
+        idx = np.r_[np.arange(rows), self.r_max + np.arange(k)]
+        v, log_s, valid = np.zeros((n, n), np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)
+        v[np.ix_(idx, idx)], log_s[idx], valid[idx] = state.v, state.log_s, 1.0
+        frozen = np.zeros((self.r_max, self.d_max), np.float32)
+        if done:
+            frozen[:rows] = np.concatenate([_pad_cols(m.error, self.d_max) for m in done])
+        p = np.zeros((self.k_max, self.d_in_max), np.float32)
+        p[:k, : current.p.shape[1]] = current.p
+        for variable, value in ((self.v, v), (self.log_s, log_s), (self.valid, valid), (self.frozen, frozen),
+                                (self.p, p), (self.sigma, float(np.sum(state.log_s))),
+                                (self.width, float(max(m.d_out for m in state.members))), (self.index, index)):
+            variable.assign(value)
+        self._idx = idx
+
+    def write_back(self, state):
+        state.log_s = self.log_s.numpy()[self._idx]
+        state.v = self.v.numpy()[np.ix_(self._idx, self._idx)]
+
+    def current_error(self):
+        """P (W - alpha sign W) of the current layer, unpadded: the frozen rows it leaves in its block."""
+        k = len(self._idx) - int(np.sum(self._idx < self.r_max))
+        layer = self._branches[int(self.index.numpy())]
+        error, _ = self._current(layer)
+        return error.numpy()[:k, : _kernel_shape(layer)[1]]
+
+
+def _kernel_shape(layer):
+    from bitat_tf.capture import kernel_matrix
+    from bitat_tf.graph import kernel_of
+
+    return tuple(int(d) for d in kernel_matrix(layer, kernel_of(layer)).shape)
+
+
+def run_penalty_sizes(layers, blocks, *, max_groups, reduction):
+    """(k_max, r_max) for the layers of a run: the most groups one layer can have, and the most rows the
+    frozen members before the current layer of a block can hold."""
+    def groups(layer):
+        d_in = _kernel_shape(layer)[0]
+        return d_in if reduction == "none" else min(d_in, max_groups)
+
+    by_name = {layer.name: layer for layer in layers}
+    k_max = max(groups(layer) for layer in layers)
+    r_max = max(sum(groups(by_name[n]) for n in block[:-1]) for block in blocks)
+    return k_max, r_max

@@ -138,13 +138,13 @@ def test_diverging_loss_names_the_layer(model, monkeypatch):
     from bitat_tf import transforms
     from bitat_tf.errors import TrainingError
 
-    original = transforms.StagePenalty.terms
+    original = transforms.RunPenalty.terms
 
-    def exploding(self, w, alpha):
-        terms = original(self, w, alpha)
+    def exploding(self):
+        terms = original(self)
         return {**terms, "quant": terms["quant"] * float("inf")}
 
-    monkeypatch.setattr(transforms.StagePenalty, "terms", exploding)
+    monkeypatch.setattr(transforms.RunPenalty, "terms", exploding)
     with pytest.raises(TrainingError, match="diverged during block1_a quantize"):
         bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig(steps_per_layer=2, finetune_steps=0,
                                                                   bn_recalibration_batches=1), verbose=0)

@@ -1,0 +1,290 @@
+"""The training engine under BiTAT's progressive driver and the end-to-end baselines.
+
+A run owns one working model and one `BitatTrainer`, compiled once. Everything a stage changes is a
+variable the traced functions read at run time:
+- each quantizer's on/off switch and the pad value of its 'same' padding (`quantizers.attach_switch`);
+- each BatchNorm's training mode (a frozen BatchNorm normalises with its moving statistics) and its
+  momentum, so that recalibration (momentum i / (i + 1) at batch i) is one compiled forward pass;
+- which variables an optimizer step changes (`BitatTrainer.set_trainable`), the BiTAT term weights, the
+  current layer of the penalty, the learning rate and the length of its cosine schedule.
+So the train step, evaluation and recalibration are each traced once per run, however many stages it
+has. `session()` attaches all of this and restores plain Python state when the run ends or fails: the
+returned model saves and exports as if none of it had happened.
+"""
+
+import contextlib
+import dataclasses
+import statistics
+import time
+
+import numpy as np
+
+from bitat_tf import graph
+from bitat_tf._compat import keras, tf
+from bitat_tf.errors import DatasetError, TrainingError
+from bitat_tf.inputs import resolve_loss
+from bitat_tf.quantizers import ThresholdSign
+from bitat_tf.training import BitatTrainer, StageCosine
+
+_WARMUP_STEPS = 2  # steps left out of the seconds-per-step median (first-call costs)
+
+
+@dataclasses.dataclass
+class BinarizeResult:
+    """What `binarize` returns: the binary Larq model, the report, and the histories per stage."""
+
+    model: keras.Model
+    report: object
+    history: dict
+
+
+@dataclasses.dataclass
+class PhaseTiming:
+    """One training phase: optimizer steps, the median seconds a step, and the phase's wall time."""
+
+    phase: str
+    steps: int
+    seconds_per_step: float
+    seconds: float
+
+    @property
+    def training_seconds(self):
+        return self.steps * self.seconds_per_step
+
+
+class Engine:
+    """Working model, budgets, the compiled trainer, evaluation, BatchNorm recalibration, progress, timing."""
+
+    def __init__(self, model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose, *,
+                 quantizers=None):
+        self.plan, self.config, self.verbose = plan, config, verbose
+        self.dataset, self.steps_per_epoch = dataset, steps_per_epoch
+        self.eval_data = validation_data if validation_data is not None else dataset.take(8)
+        self.split = "validation" if validation_data is not None else "train (first 8 batches)"
+        self.loss = resolve_loss(model, config, sparse)
+        self.from_logits = getattr(self.loss, "get_config", lambda: {})().get("from_logits", True)
+        self.teacher = frozen_copy(model) if config.distill_weight > 0 else None
+        self.working = graph.to_larq(model, plan, quantizers=quantizers)
+        self.history, self.timing = {}, []
+        self._trainer = None
+
+    # ---- budgets and messages ------------------------------------------------------------------------
+    def steps(self, steps, epochs):
+        return int(steps) if steps is not None else int(round(epochs * self.steps_per_epoch))
+
+    def say(self, text):
+        if self.verbose:
+            print(text, flush=True)
+
+    # ---- the compiled pieces -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def session(self, penalty=None):
+        """Attach the run's switches and compile its trainer; on exit, plain Python state again."""
+        controls = _Controls(self.working)
+        try:
+            for layer in self.working.layers:
+                layer.trainable = True  # one fixed list of variables; stages choose with masks
+            self._norms = controls.norms
+            self._trainer = BitatTrainer(self.working, penalty=penalty, teacher=self.teacher,
+                                         distill_weight=self.config.distill_weight, from_logits=self.from_logits)
+            self._schedule = StageCosine()
+            self._trainer.compile(optimizer=keras.optimizers.Adam(self._schedule), loss=self.loss,
+                                  metrics=["accuracy"])
+            # Create Adam's slots now: a variable created inside the first trace makes TensorFlow trace
+            # the step a second time.
+            self._trainer.optimizer.build(self._trainer.trainable_variables)
+            self._forward = tf.function(lambda x: self.working(x, training=True))
+            yield
+        finally:
+            controls.detach()
+            self._trainer = None
+
+    def fit(self, learning_rate, steps, label, *, layers, extra=(), exclude=(), weights=None):
+        """Train the variables of `layers` (plus `extra`, minus `exclude`) for `steps` optimizer steps.
+
+        BatchNorms among `layers` train on batch statistics; all others normalise with their moving ones.
+        Progress shows every epoch of the dataset (or once for a shorter phase). Returns the history.
+        """
+        if steps <= 0:
+            return {}
+        start, trainer = time.perf_counter(), self._trainer
+        excluded = {_ref(v) for v in exclude}
+        chosen = [v for layer in layers for v in layer.trainable_weights if _ref(v) not in excluded]
+        trainer.set_trainable(chosen + list(extra))
+        trainer.set_term_weights(weights or {})
+        self._set_batchnorm_training(set(layers))
+        self._reset_optimizer(learning_rate, steps)
+        train_function = trainer.make_train_function()  # cached by Keras after the first call
+        iterator = iter(_distribute(self.dataset.repeat()))
+        chunk = min(self.steps_per_epoch or steps, steps)
+        history, durations, chunk_start, logs = {}, [], time.perf_counter(), {}
+        trainer.reset_metrics()
+        for step in range(1, steps + 1):
+            t0 = time.perf_counter()
+            logs = train_function(iterator)
+            durations.append(time.perf_counter() - t0)
+            if step % chunk and step != steps:
+                continue
+            logs = {k: float(v) for k, v in logs.items()}
+            for key, value in logs.items():
+                history.setdefault(key, []).append(value)
+            if logs.get("nonfinite_inputs"):  # the cause first: bad inputs make the loss NaN too
+                raise DatasetError(f"the dataset fed NaN or infinite inputs during {label}; clean or filter it "
+                                   "(e.g. dataset.filter on tf.math.is_finite). The checkpoint keeps the last "
+                                   "finished layer.")
+            if not np.isfinite(logs.get("total_loss", logs.get("loss", 0.0))):
+                raise TrainingError(f"training diverged during {label} (loss {logs.get('total_loss')}); lower the "
+                                    "learning rate or the BiTAT term weights. The checkpoint keeps the last "
+                                    "finished layer.")
+            self._progress(label, step, steps, chunk, logs, time.perf_counter() - chunk_start)
+            chunk_start = time.perf_counter()
+            trainer.reset_metrics()
+        timed = durations[min(_WARMUP_STEPS, len(durations) - 1):]
+        self.timing.append(PhaseTiming(label, steps, statistics.median(timed), time.perf_counter() - start))
+        return history
+
+    def evaluate(self):
+        """Accuracy of the working model on the evaluation data (one traced test step per run)."""
+        return float(self._trainer.evaluate(self.eval_data, verbose=0, return_dict=True)["accuracy"])
+
+    def evaluate_model(self, model):
+        """Accuracy of another model (the user's full-precision one) on the evaluation data."""
+        trainer = BitatTrainer(model)
+        trainer.compile(loss=self.loss, metrics=["accuracy"])
+        return float(trainer.evaluate(self.eval_data, verbose=0, return_dict=True)["accuracy"])
+
+    def recalibrate(self, after=-1):
+        """Re-estimate the moving statistics of the BatchNorms above layer index `after`.
+
+        Switching a layer to binary inputs and weights changes the scale of everything above it; a few
+        hundred steps at momentum 0.99 leave the moving averages far from the new statistics, and the
+        model then fails at inference although it trains well. Cumulative averages over a few batches
+        (momentum i / (i + 1) at batch i) fix that at the cost of a few forward passes.
+        """
+        index = {layer.name: i for i, layer in enumerate(self.working.layers)}
+        norms = [bn for bn in self._norms if index[bn.name] > after]
+        if not norms or self.config.bn_recalibration_batches == 0:
+            return
+        self._set_batchnorm_training(set(norms))
+        momenta = {bn.name: float(bn.momentum.numpy()) for bn in norms}
+        for i, (x, *_) in enumerate(self.dataset.take(self.config.bn_recalibration_batches)):
+            for bn in norms:
+                bn.momentum.assign(i / (i + 1))
+            self._forward(x)
+        for bn in norms:
+            bn.momentum.assign(momenta[bn.name])
+        self._set_batchnorm_training(set())
+
+    # ---- helpers -------------------------------------------------------------------------------------
+    def _reset_optimizer(self, learning_rate, steps):
+        """A fresh Adam for each phase (zero moments, step 0) with a cosine schedule over its steps."""
+        optimizer = self._trainer.optimizer
+        variables = optimizer.variables() if callable(optimizer.variables) else optimizer.variables
+        for variable in variables:
+            variable.assign(tf.zeros_like(variable))
+        self._schedule.base.assign(learning_rate)
+        self._schedule.steps.assign(float(max(steps, 1)))
+
+    def _set_batchnorm_training(self, layers):
+        for bn in self._norms:
+            bn.bitat_training.assign(bn in layers)
+
+    def _progress(self, label, step, steps, chunk, logs, seconds):
+        if self.verbose:
+            terms = " ".join(f"{k}={v:.4g}" for k, v in logs.items())
+            epochs = -(-steps // chunk)
+            print(f"    {label} epoch {-(-step // chunk)}/{epochs}: {terms} ({seconds:.0f}s)", flush=True)
+
+
+def timing_summary(timing, wall_seconds):
+    """Per phase kind (the label's last words): steps, median seconds a step, seconds; and the overhead,
+    wall time minus steps x seconds a step over all phases."""
+    phases = {}
+    for t in timing:
+        kind = t.phase.split(" ", 1)[1] if t.phase.startswith(("block", "conv", "dense")) else t.phase
+        row = phases.setdefault(kind, {"steps": 0, "training_seconds": 0.0, "seconds": 0.0})
+        row["steps"] += t.steps
+        row["training_seconds"] += t.training_seconds
+        row["seconds"] += t.seconds
+    for row in phases.values():
+        row["seconds_per_step"] = row["training_seconds"] / row["steps"] if row["steps"] else None
+    trained = sum(t.training_seconds for t in timing)
+    return {"phases": phases, "training_seconds": trained, "wall_seconds": wall_seconds,
+            "overhead_seconds": wall_seconds - trained}
+
+
+def frozen_copy(model):
+    """A copy of `model` that never trains: the teacher of the distillation term."""
+    teacher = keras.models.clone_model(model)
+    teacher.set_weights(model.get_weights())
+    teacher.trainable = False
+    return teacher
+
+
+def clock(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _ref(variable):
+    return getattr(variable, "latent_variable", variable).ref()
+
+
+def _distribute(dataset):
+    if tf.distribute.has_strategy():
+        return tf.distribute.get_strategy().experimental_distribute_dataset(dataset)
+    return dataset
+
+
+class _Controls:
+    """Attaches the run's variables to the working model's layers and takes them off again."""
+
+    def __init__(self, model):
+        self.switchable, self.padded, self.norms = [], [], []
+        for layer in model.layers:
+            input_quantizer = getattr(layer, "input_quantizer", None)
+            if isinstance(input_quantizer, ThresholdSign):
+                for quantizer in (input_quantizer, graph.weight_quantizer(layer)):
+                    quantizer.attach_switch()
+                    self.switchable.append(quantizer)
+                if getattr(layer, "padding", None) == "same" and hasattr(layer, "pad_values"):
+                    # Pad explicitly (Larq's tf.pad path) with a value the switch moves between 0 and 1.
+                    object.__setattr__(layer, "pad_values", tf.Variable(float(layer.pad_values), trainable=False,
+                                                                        name="pad_value"))
+                    layer._is_native_padding = False
+                    self.padded.append(layer)
+            if isinstance(layer, keras.layers.BatchNormalization):
+                object.__setattr__(layer, "bitat_training", tf.Variable(False, trainable=False, name="trains"))
+                object.__setattr__(layer, "bitat_momentum", layer.momentum)
+                object.__setattr__(layer, "momentum", tf.Variable(float(layer.momentum), trainable=False,
+                                                                  name="momentum"))
+                object.__setattr__(layer, "_get_training_value", _training_value(layer.bitat_training))
+                self.norms.append(layer)
+
+    def detach(self):
+        for quantizer in self.switchable:
+            quantizer.detach_switch()
+        for layer in self.padded:
+            value = float(layer.pad_values.numpy())
+            object.__setattr__(layer, "pad_values", value)
+            layer._is_native_padding = value == 0.0
+        for bn in self.norms:
+            object.__setattr__(bn, "momentum", bn.bitat_momentum)
+            for name in ("_get_training_value", "bitat_training", "bitat_momentum"):
+                object.__delattr__(bn, name)
+
+
+def _training_value(switch):
+    """A BatchNorm's training mode: the model's flag and the layer's switch (Keras reads this at call)."""
+
+    def get(training=None):
+        if training is None or (isinstance(training, (bool, int)) and not training):
+            return False
+        if isinstance(training, (bool, int)):
+            return tf.convert_to_tensor(switch)
+        return tf.logical_and(tf.cast(training, tf.bool), tf.convert_to_tensor(switch))
+
+    return get
+
+
+__all__ = ["BinarizeResult", "Engine", "PhaseTiming", "clock", "frozen_copy", "timing_summary"]

@@ -1,0 +1,125 @@
+"""The engine: one trace per run, the padded penalty equals the per-stage reference, timing adds up."""
+
+import numpy as np
+import pytest
+
+import bitat_tf
+from bitat_tf import graph, training, transforms
+from bitat_tf._compat import keras, tf
+from conftest import make_cnn
+
+CHEAP = dict(steps_per_layer=3, finetune_steps=2, max_groups=4, capture_rows=256, capture_batches=1,
+             bn_recalibration_batches=2, learning_rate=3e-3)
+
+
+def test_no_stage_after_the_first_traces_anything(trained_cnn, digits_ds, monkeypatch):
+    """Train and test steps are traced in the first stage (the first evaluation traces twice while Keras
+    creates its metric variables) and never again, however many stages follow."""
+    from bitat_tf import engine
+
+    phases, traces = [], []
+    train_step, test_step, fit = training.BitatTrainer.train_step, training.BitatTrainer.test_step, engine.Engine.fit
+
+    def counted_fit(self, learning_rate, steps, label, **kwargs):
+        phases.append(label)
+        return fit(self, learning_rate, steps, label, **kwargs)
+
+    def counted_train(self, data):
+        traces.append(("train", len(phases)))  # Python runs only while TensorFlow traces
+        return train_step(self, data)
+
+    def counted_test(self, data):
+        traces.append(("test", len(phases)))
+        return test_step(self, data)
+
+    monkeypatch.setattr(engine.Engine, "fit", counted_fit)
+    monkeypatch.setattr(training.BitatTrainer, "train_step", counted_train)
+    monkeypatch.setattr(training.BitatTrainer, "test_step", counted_test)
+    config = bitat_tf.BinarizeConfig(final_finetune_steps=2, **CHEAP)
+    bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), validation_data=digits_ds[1], config=config, verbose=0)
+    assert len(phases) == 7  # three quantize stages, three fine-tunes above, a final phase
+    assert [t for t in traces if t[0] == "train"] == [("train", 1)]
+    assert all(phase <= 1 for kind, phase in traces if kind == "test"), traces
+
+
+def test_run_penalty_equals_the_stage_penalty_of_the_block(trained_cnn):
+    plan = graph.make_plan(trained_cnn, bitat_tf.BinarizeConfig())
+    working = graph.to_larq(trained_cnn, plan)
+    layers = [working.get_layer(n) for n in ("block1_a", "block1_b", "block2_a")]
+    rng = np.random.default_rng(0)
+    state = transforms.BlockState()
+    for i, layer in enumerate(layers[:2]):
+        graph.weight_quantizer(layer).alpha.assign(rng.uniform(0.05, 0.2, layer.filters).astype("float32"))
+        d_in = int(np.prod(graph.kernel_of(layer).shape[:-1]))
+        p = transforms.averaging_matrix(rng.integers(0, 4, d_in))
+        s, u = transforms.pca(rng.normal(size=(64, p.shape[0])).astype("float32"))
+        state.expand(layer.name, p, s, u, layer.filters)
+        if i == 0:  # the first member is frozen: its error is a constant row block
+            w = graph.kernel_of(layer).numpy().reshape(d_in, -1)
+            state.freeze(layer.name, p @ transforms.quantization_error(w, graph.weight_quantizer(layer).alpha))
+    state.v += rng.normal(scale=0.01, size=state.v.shape).astype("float32")  # off-diagonal blocks trained
+    k_max, r_max = transforms.run_penalty_sizes(layers, [[l.name for l in layers]], max_groups=4,
+                                                reduction="kmeans")
+    run = transforms.RunPenalty(layers, k_max=k_max, r_max=r_max + 3)  # slack: padding must not count
+    run.load(state, index=1)
+    current = layers[1]
+    reference = transforms.StagePenalty(state).terms(
+        tf.reshape(graph.kernel_of(current), (-1, current.filters)), graph.weight_quantizer(current).alpha)
+    got = run.terms()
+    for name in ("quant", "l1", "reg"):
+        np.testing.assert_allclose(float(got[name]), float(reference[name]), rtol=1e-5, atol=1e-7, err_msg=name)
+    log_s, v = state.log_s.copy(), state.v.copy()
+    run.write_back(state)
+    np.testing.assert_array_equal(state.log_s, log_s)
+    np.testing.assert_array_equal(state.v, v)
+    expected_error = transforms.StagePenalty(state).current_error(
+        tf.reshape(graph.kernel_of(current), (-1, current.filters)), graph.weight_quantizer(current).alpha)
+    np.testing.assert_allclose(run.current_error(), expected_error.numpy()[:, :current.filters], rtol=1e-6)
+
+
+def test_timing_fields_exist_and_add_up(trained_cnn, digits_ds):
+    config = bitat_tf.BinarizeConfig(**CHEAP)
+    result = bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), config=config, verbose=0)
+    timing = result.report.to_dict()["timing"]
+    phases = timing["phases"]
+    assert phases["quantize"]["steps"] == 3 * 3 and phases["fine-tune above"]["steps"] == 3 * 2
+    for row in phases.values():
+        assert row["seconds_per_step"] > 0 and row["training_seconds"] <= row["seconds"] + 1e-9
+    assert timing["training_seconds"] == pytest.approx(sum(r["training_seconds"] for r in phases.values()))
+    assert timing["overhead_seconds"] == pytest.approx(timing["wall_seconds"] - timing["training_seconds"])
+    assert 0 < timing["overhead_seconds"] < timing["wall_seconds"]
+
+
+def test_the_returned_model_carries_no_run_state(trained_cnn, digits_ds):
+    result = bitat_tf.binarize(trained_cnn, digits_ds[0].take(2), config=bitat_tf.BinarizeConfig(**CHEAP),
+                               verbose=0)
+    for layer in result.model.layers:
+        for q in (getattr(layer, "input_quantizer", None), getattr(layer, "kernel_quantizer", None)):
+            assert getattr(q, "_switch", None) is None
+        assert not isinstance(getattr(layer, "pad_values", 0.0), tf.Variable)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            assert isinstance(layer.momentum, float) and "_get_training_value" not in vars(layer)
+    block = result.model.get_layer("block1_b")
+    assert block.pad_values == 1.0 and block._is_native_padding is False
+    assert len(result.model.get_weights()) == len(graph.to_larq(trained_cnn, graph.make_plan(
+        trained_cnn, bitat_tf.BinarizeConfig())).get_weights())  # nothing extra is saved
+
+
+def test_a_failing_run_also_restores_the_model(trained_cnn, digits, monkeypatch):
+    from bitat_tf import progressive
+
+    seen = {}
+    original = progressive._Run.finetune_above
+
+    def fails(run, name):
+        seen["working"] = run.working
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(progressive._Run, "finetune_above", fails)
+    x, y = digits[0][:64], digits[1][:64]
+    with pytest.raises(KeyboardInterrupt):
+        bitat_tf.binarize(trained_cnn, tf.data.Dataset.from_tensor_slices((x, y)).batch(32),
+                          config=bitat_tf.BinarizeConfig(**CHEAP), verbose=0)
+    assert original is not None
+    assert all(getattr(l.input_quantizer, "_switch", 0) is None for l in seen["working"].layers
+               if hasattr(l, "input_quantizer"))
