@@ -15,7 +15,7 @@ from bitat_tf._compat import is_keras3_model, tf
 from bitat_tf.baselines import EndToEndConfig, EndToEndRun
 from bitat_tf.checkpoint import Checkpointer
 from bitat_tf.config import BinarizeConfig
-from bitat_tf.engine import BinarizeResult, Engine, clock, timing_summary
+from bitat_tf.engine import BinarizeResult, Engine, clock, seed_host, timing_summary
 from bitat_tf.errors import ConfigError, UnsupportedModelError
 from bitat_tf.inputs import check_checkpoint_dir, check_dataset, check_verbose
 
@@ -147,6 +147,7 @@ class _Run(Engine):
     # ---- the whole run -------------------------------------------------------------------------------
     def execute(self, checkpointer):
         start, order = time.time(), self.order
+        tf.keras.utils.set_random_seed(self.config.seed)  # once: reseeding TensorFlow clears its kernel cache
         with self.session(self.penalty):
             fp_accuracy = self.evaluate()
             self.say(f"bitat_tf: {len(order)} of {len(self.plan.layers)} weight layers to binarize in "
@@ -156,7 +157,7 @@ class _Run(Engine):
                 self.activation_warmup(resumed=done > 0)
             for i, (block_index, name) in enumerate(order[done:], start=done):
                 t0, timed = time.time(), len(self.timing)
-                tf.keras.utils.set_random_seed(self.config.seed + i)  # each stage reproducible on resume
+                seed_host(self.config.seed + i)  # each stage's sampling reproducible on resume
                 self.say(f"[{i + 1}/{len(order)}] {name} (block {block_index + 1}/{len(self.plan.blocks)})")
                 self.history[name] = {"quantize": self.quantize_layer(name, block_index)}
                 self.history[name]["finetune"] = self.finetune_above(name)
@@ -202,7 +203,7 @@ class _Run(Engine):
             graph.set_binary(layer, True, weights=False)
         if resumed:
             return
-        tf.keras.utils.set_random_seed(self.config.seed)
+        seed_host(self.config.seed)
         self.history["activation_warmup"] = self.fit(self.config.learning_rate, self.config.activation_warmup_steps,
                                                      "activation warm-up", layers=self.working.layers)
         self.recalibrate(-1)
