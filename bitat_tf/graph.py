@@ -74,7 +74,7 @@ def check_model(model):
     if nested:
         raise UnsupportedModelError(
             f"model {model.name!r} contains nested models {nested}; flatten them into one Functional "
-            "model (call their layers on the outer model's tensors) before binarizing.")
+            "model first with bitat_tf.nesting.flatten(model) (bitat_tf.binarize does this itself).")
 
 
 def make_plan(model, config):

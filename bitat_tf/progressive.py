@@ -10,8 +10,8 @@ For each block, bottom to top, for each binarized layer of the block:
 
 import time
 
-from bitat_tf import capture, graph, report as report_lib, transforms
-from bitat_tf._compat import is_keras3_model, tf
+from bitat_tf import capture, graph, nesting, report as report_lib, transforms
+from bitat_tf._compat import is_keras3_model, keras, tf
 from bitat_tf.baselines import EndToEndConfig, EndToEndRun
 from bitat_tf.checkpoint import Checkpointer
 from bitat_tf.config import BinarizeConfig
@@ -50,6 +50,8 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
     if checkpoint_dir is not None:
         checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
     model = _as_tf_keras(model)
+    if isinstance(model, keras.Model) and nesting.has_nested_models(model):
+        model = nesting.flatten(model)  # outputs checked equal; layers named by their nested path
     plan = graph.make_plan(model, config)
     steps_per_epoch, sparse = check_dataset(dataset, model)
     if validation_data is not None:
