@@ -16,6 +16,31 @@ import sys
 def _prepare_environment():
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _load_tensorflow_quietly()
+
+
+def _load_tensorflow_quietly():
+    """Import TensorFlow and probe its devices with native stderr silenced.
+
+    TensorFlow's C++ start-up (absl, oneDNN and, on machines without a GPU, CUDA's "failed call to
+    cuInit") writes to stderr before TF_CPP_MIN_LOG_LEVEL takes effect; a CPU user should not see it.
+    Python-level errors are raised after stderr is restored, so nothing the user needs is hidden.
+    """
+    if os.environ.get("BITAT_TF_VERBOSE_STARTUP"):
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                import tensorflow as tf
+
+                tf.config.list_physical_devices()
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def _config_arguments(parser):
@@ -83,12 +108,19 @@ def run_binarize(args):
     import bitat_tf
     from bitat_tf import data
     from bitat_tf.inputs import check_output_file, load_saved_model
+    from bitat_tf.userdata import is_user_data, load_user_data
 
     if args.output:  # checked before hours of training, not after
         check_output_file(args.output, "--output")
     model = load_saved_model(args.model)
-    train = data.load(args.data, "train", batch_size=args.batch_size, data_dir=args.data_dir)
-    test = data.load(args.data, "test", batch_size=args.batch_size, data_dir=args.data_dir)
+    if is_user_data(args.data):
+        train, test = load_user_data(args.data, input_shape=model.input_shape[1:],
+                                     validation_split=args.validation_split, batch_size=args.batch_size,
+                                     seed=args.seed, rescale=args.rescale, image_key=args.image_key,
+                                     label_key=args.label_key)
+    else:
+        train = data.load(args.data, "train", batch_size=args.batch_size, data_dir=args.data_dir)
+        test = data.load(args.data, "test", batch_size=args.batch_size, data_dir=args.data_dir)
     result = bitat_tf.binarize(model, train, validation_data=test, config=_config_from(args),
                                checkpoint_dir=args.checkpoint_dir, verbose=args.verbose)
     print(result.report.to_markdown())
@@ -106,7 +138,15 @@ def build_parser():
 
     binarize = sub.add_parser("binarize", help="binarize a saved tf_keras model")
     binarize.add_argument("model", help="a saved tf_keras model (.keras, .h5 or SavedModel directory)")
-    binarize.add_argument("--data", required=True, help="digits, mnist, cifar10 or tfds:<name>")
+    binarize.add_argument("--data", required=True,
+                          help="digits, mnist, cifar10, tfds:<name>, or your data: a folder of class folders "
+                               "of images, an .npz with x and y, or TFRecord files (image and label features)")
+    binarize.add_argument("--validation-split", type=float, default=0.1,
+                          help="share of your data held out to measure accuracy (default 0.1)")
+    binarize.add_argument("--rescale", type=float, default=1 / 255,
+                          help="pixel scale for your images (default 1/255: [0, 1]; 1 keeps 0-255)")
+    binarize.add_argument("--image-key", default="image", help="TFRecord feature holding the encoded image")
+    binarize.add_argument("--label-key", default="label", help="TFRecord feature holding the class index")
     binarize.add_argument("--data-dir", help="folder with the data copies (default: $BITAT_DATASETS or "
                                              "../shared/datasets)")
     binarize.add_argument("--batch-size", type=int, default=128)

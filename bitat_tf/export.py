@@ -315,7 +315,8 @@ def add_cli_arguments(parser):
     parser.add_argument("model", help="a saved binarized model (.keras/.h5/SavedModel)")
     parser.add_argument("output", help="where to write the flatbuffer (.tflite)")
     parser.add_argument("--format", choices=("lce", "tflite"), default="lce")
-    parser.add_argument("--verify-data", help="digits, mnist, cifar10: check parity on its test split")
+    parser.add_argument("--verify-data", help="digits, mnist, cifar10 (its test split) or a path to your data "
+                                              "(as binarize --data): check Keras vs LCE parity on it")
     parser.add_argument("--data-dir")
 
 
@@ -327,6 +328,11 @@ def run_cli(args):
     flatbuffer = (export_lce if args.format == "lce" else export_tflite)(model, args.output)
     print(f"{args.output}: {len(flatbuffer)} bytes, ops {dict(op_census(flatbuffer))}")
     if args.verify_data and args.format == "lce":
-        test = data.load(args.verify_data, "test", data_dir=args.data_dir)
+        from bitat_tf.userdata import is_user_data, load_user_data
+
+        if is_user_data(args.verify_data):
+            test, _ = load_user_data(args.verify_data, input_shape=model.input_shape[1:], validation_split=0.0)
+        else:
+            test = data.load(args.verify_data, "test", data_dir=args.data_dir)
         print(verify_export(model, flatbuffer, test).to_markdown())
     return 0

@@ -1,0 +1,120 @@
+"""`bitat-tf binarize MODEL --data PATH` on the user's own data: image folders, .npz, TFRecord."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bitat_tf._compat import keras, tf
+from bitat_tf.cli import main
+from bitat_tf.errors import DatasetError
+from bitat_tf.userdata import load_user_data
+
+L = keras.layers
+FAST = ["--steps-per-layer", "1", "--finetune-steps", "0", "--max-groups", "4", "--batch-size", "8", "--verbose", "0"]
+
+
+def _model(tmp_path, shape=(12, 12, 3), classes=3):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape)
+    h = L.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    h = L.BatchNormalization()(h)
+    h = L.Conv2D(8, 3, padding="same", name="conv")(h)
+    model = keras.Model(inputs, L.Dense(classes, name="head")(L.GlobalAveragePooling2D()(h)))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    return path
+
+
+def _images(n=24, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), np.arange(n) % 3
+
+
+def _write_folder(root):
+    x, y = _images()
+    for i, (image, label) in enumerate(zip(x, y)):
+        folder = root / f"class_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        tf.io.write_file(str(folder / f"{i}.png"), tf.io.encode_png(image))
+    return root
+
+
+def _write_tfrecord(path, image_key="image", label_key="label"):
+    x, y = _images()
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for image, label in zip(x, y):
+            feature = {image_key: tf.train.Feature(bytes_list=tf.train.BytesList(
+                           value=[tf.io.encode_jpeg(image).numpy()])),
+                       label_key: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))}
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return path
+
+
+def _run(tmp_path, data, *extra):
+    report = tmp_path / "report.json"
+    out = tmp_path / "binary.keras"
+    code = main(["binarize", str(_model(tmp_path)), "--data", str(data), *FAST, "--report", str(report),
+                 "--output", str(out), *extra])
+    assert code == 0
+    rows = json.loads(report.read_text())
+    assert [r["name"] for r in rows["layers"] if r["binarized"]] == ["conv"]
+    assert rows["accuracy_split"] == "validation" and out.exists()
+    return rows
+
+
+def test_folder_of_class_folders_runs_end_to_end(tmp_path):
+    _run(tmp_path, _write_folder(tmp_path / "photos"))
+
+
+def test_npz_runs_end_to_end_and_is_resized(tmp_path):
+    x, y = _images()
+    np.savez(tmp_path / "data.npz", x=x, y=y)  # 16x16 images for a 12x12 model
+    _run(tmp_path, tmp_path / "data.npz")
+
+
+def test_tfrecord_with_named_features_runs_end_to_end(tmp_path):
+    path = _write_tfrecord(tmp_path / "data.tfrecord", image_key="jpeg", label_key="cls")
+    _run(tmp_path, path, "--image-key", "jpeg", "--label-key", "cls")
+
+
+def test_export_verifies_on_the_users_data(tmp_path, capsys):
+    data = _write_folder(tmp_path / "photos")
+    _run(tmp_path, data)
+    assert main(["export", str(tmp_path / "binary.keras"), str(tmp_path / "m.tflite"), "--verify-data",
+                 str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "LceBconv2d': 1" in out and "top-1 agreement" in out and (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.parametrize("setup,match", [
+    (lambda p: p / "missing", "does not exist"),
+    (lambda p: (p / "one" / "only").mkdir(parents=True) or p / "one", "1 class folder.*at least two"),
+    (lambda p: np.savez(p / "bad.npz", images=np.zeros((4, 12, 12, 3))) or p / "bad.npz", "arrays named 'x'"),
+    (lambda p: np.savez(p / "flat.npz", x=np.zeros((4, 12)), y=np.zeros(4)) or p / "flat.npz",
+     "x has shape \\(4, 12\\).*expected x of \\(n, height, width, 3\\)"),
+    (lambda p: np.savez(p / "same.npz", x=np.zeros((4, 12, 12, 3)), y=np.zeros(4)) or p / "same.npz",
+     "1 class; a classifier needs at least two"),
+])
+def test_bad_user_data_gets_a_clear_error(tmp_path, setup, match):
+    with pytest.raises(DatasetError, match=match):
+        load_user_data(str(setup(tmp_path)), input_shape=(12, 12, 3))
+
+
+def test_labels_beyond_the_models_outputs_are_refused(tmp_path, capsys):
+    x, _ = _images()
+    np.savez(tmp_path / "data.npz", x=x, y=np.arange(len(x)) % 5)  # 5 classes, 3 outputs
+    assert main(["binarize", str(_model(tmp_path)), "--data", str(tmp_path / "data.npz"), *FAST]) == 2
+    assert "labels range over [0, 4] but the model has 3 outputs" in capsys.readouterr().err
+
+
+def test_cli_start_up_prints_no_native_noise():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_USE_LEGACY_KERAS")}
+    proc = subprocess.run([sys.executable, "-m", "bitat_tf", "binarize", "--help"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and "--validation-split" in proc.stdout
+    assert "cuInit" not in proc.stderr and "oneDNN" not in proc.stderr and "absl" not in proc.stderr, proc.stderr
