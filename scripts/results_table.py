@@ -66,6 +66,48 @@ def memory_table():
     return "\n".join(rows)
 
 
+def _load(*parts):
+    path = os.path.join(ROOT, "results", *parts)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def trials_table():
+    record = _load("trials_quick", "trials.json")
+    if not record:
+        return ""
+    scales = record["scales"]
+    rows = [f"**Learning-rate trials, quick mode** (`results/trials_quick/trials.json`, validation top-1; every "
+            "learning rate of a method scaled by the factor; `-` = not run yet):\n",
+            "| method | " + " | ".join(f"x{s}" for s in scales) + " | best |", "|---|" + "---|" * (len(scales) + 1)]
+    for row in record["methods"].values():
+        cells = [_pct(row["trials"][s]["val_accuracy"]) if s in row["trials"] else "-" for s in scales]
+        best = f"x{row['best_scale']}" if row["best_scale"] else "-"
+        rows.append(f"| {row['label']} | " + " | ".join(cells) + f" | {best} |")
+    return "\n".join(rows)
+
+
+def applications_table():
+    record = _load("applications.json")
+    if not record:
+        return ""
+    return (f"**Keras Applications** (`results/applications.json`, `{record['command']}`; random weights, 32x32 "
+            f"inputs, one quantisation step a layer):\n\n" + record["table"])
+
+
+def engine_table():
+    record = _load("engine_speed.json")
+    if not record:
+        return ""
+    rows = ["**Per-stage cost** (`results/engine_speed.json`, issue 13's MobileNet case, same machine and sitting):\n",
+            "| engine | commit | seconds | seconds a layer |", "|---|---|---|---|"]
+    for label, r in record.items():
+        rows.append(f"| {label} | {str(r['commit'])[:7]} | {min(r['seconds']):.1f} | {r['seconds_per_layer']:.2f} |")
+    return "\n".join(rows)
+
+
 def table():
     rows = ["| run | FP test acc | BiTAT binary test acc | binarize time | total time | s+V params (aggregated / "
             "unaggregated) | LceBconv2d | Keras vs LCE top-1 | LCE / FP TFLite size |",
@@ -86,7 +128,8 @@ def table():
             f"{fig['transform_params']:,} / {fig['unaggregated_params']:,} ({100 * ratio:.2f}%)" if ratio else "-",
             f"{export['lce_bconv2d']} of {export['binarized_convolutions']}" if export else "-",
             _pct(export.get("top1_agreement")) if export else "-", sizes]) + " |")
-    return "\n\n".join(part for part in ("\n".join(rows), bench_tables(), memory_table()) if part)
+    parts = ("\n".join(rows), bench_tables(), trials_table(), engine_table(), applications_table(), memory_table())
+    return "\n\n".join(part for part in parts if part)
 
 
 def main(argv):

@@ -1,0 +1,112 @@
+"""Keras Applications a user would bring, bare and inside a transfer-learning Sequential: does each
+binarize and export, and what ships?
+
+    python benchmarks/applications.py                       # all, writes results/applications.json
+    python benchmarks/applications.py --models MobileNet    # one
+
+Random weights and small inputs (nothing downloads), one quantisation step a layer and no fine-tune: this
+checks the pipeline on real architectures, not accuracy. For each model: weight layers, binarized layers,
+LceBconv2d in the LCE flatbuffer, LCE and float TFLite sizes, or the error a user gets.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+MODELS = {  # name -> input size (the smallest each accepts comfortably)
+    "MobileNet": 32, "MobileNetV2": 32, "MobileNetV3Small": 32, "EfficientNetB0": 32, "ResNet50": 32,
+    "DenseNet121": 32,
+}
+
+
+def build(name, size, transfer, classes=10):
+    import tf_keras as keras
+
+    cls = getattr(keras.applications, name)
+    keras.utils.set_random_seed(0)
+    if not transfer:
+        return cls(input_shape=(size, size, 3), weights=None, classes=classes)
+    base = cls(input_shape=(size, size, 3), weights=None, include_top=False)
+    return keras.Sequential([keras.Input((size, size, 3)), base, keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(classes, name="head")], name=f"transfer_{name.lower()}")
+
+
+def measure(name, size, transfer):
+    import numpy as np
+    import tensorflow as tf
+
+    import bitat_tf
+    from bitat_tf import export
+
+    model = build(name, size, transfer)
+    rng = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensor_slices((rng.random((64, size, size, 3), np.float32),
+                                               rng.integers(0, 10, 64))).batch(32)
+    config = bitat_tf.BinarizeConfig(steps_per_layer=1, finetune_steps=0, bn_recalibration_batches=1,
+                                      capture_batches=1)
+    row = {"model": name, "transfer": transfer, "input": size}
+    start = time.time()
+    try:
+        result = bitat_tf.binarize(model, data, config=config, verbose=0)
+        report = result.report
+        row.update(weight_layers=len(report.layers), binarized=sum(r.binarized for r in report.layers))
+        lce = export.export_lce(result.model)
+        fp = export.export_tflite(model)
+        ops = export.op_census(lce)
+        row.update(lce_bconv2d=ops.get("LceBconv2d", 0), lce_bytes=len(lce), tflite_fp_bytes=len(fp),
+                   kept=sorted({r.reason for r in report.layers if not r.binarized}), error=None)
+    except Exception as err:  # recorded: the point is what a user would see
+        row.update(error=f"{type(err).__name__}: {str(err).splitlines()[0][:400]}",
+                   trace=traceback.format_exc().splitlines()[-3:])
+    row["seconds"] = time.time() - start
+    return row
+
+
+def table(rows):
+    lines = ["| model | as | weight layers | binarized | LceBconv2d | LCE / FP TFLite size | error |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        size = (f"{r['lce_bytes']:,} / {r['tflite_fp_bytes']:,} B ({r['tflite_fp_bytes'] / r['lce_bytes']:.1f}x)"
+                if r.get("lce_bytes") else "-")
+        lines.append(f"| {r['model']} | {'transfer Sequential' if r['transfer'] else 'bare'} | "
+                     f"{r.get('weight_layers', '-')} | {r.get('binarized', '-')} | {r.get('lce_bconv2d', '-')} | "
+                     f"{size} | {r['error'] or '-'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--out", default=os.path.join(ROOT, "results", "applications.json"))
+    args = p.parse_args(argv)
+    from bitat_tf import runinfo
+
+    rows = []
+    for name in args.models.split(","):
+        for transfer in (False, True):
+            row = measure(name, MODELS[name], transfer)
+            print(f"{name} {'transfer' if transfer else 'bare'}: {row.get('binarized')} binarized, "
+                  f"{row.get('lce_bconv2d')} LceBconv2d, {row['seconds']:.0f}s, error {row['error']}", flush=True)
+            rows.append(row)
+    if os.path.exists(args.out):  # keep the rows of models not measured this time
+        with open(args.out) as f:
+            kept = [r for r in json.load(f)["rows"] if (r["model"], r["transfer"]) not in
+                    {(n["model"], n["transfer"]) for n in rows}]
+        order = list(MODELS)
+        rows = sorted(kept + rows, key=lambda r: (order.index(r["model"]), r["transfer"]))
+    with open(args.out, "w") as f:
+        json.dump({"rows": rows, "table": table(rows), "command": "python benchmarks/applications.py",
+                   **runinfo.provenance()}, f, indent=2, default=str)
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
