@@ -44,11 +44,25 @@ def main(argv=None):
         subprocess.call([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--mode", args.mode,
                          "--methods", ",".join(methods), "--seed", str(args.seed), "--no-export", *rates,
                          "--out", trial_dir(out, scale)])
-    write_summary(out, methods, scales)
+    write_summary(out)
     return 0
 
 
-def write_summary(out, methods, scales):
+def trials_present(out):
+    """Every (method, scale) trial already on disk under `out`, so each invocation's summary covers all."""
+    scales, methods = [], []
+    for name in sorted(os.listdir(out)) if os.path.isdir(out) else []:
+        if name.startswith("lr_x") and os.path.isdir(os.path.join(out, name)):
+            scales.append(float(name[len("lr_x"):]))
+            for f in sorted(os.listdir(os.path.join(out, name))):
+                method = f[:-len(".json")]
+                if f.endswith(".json") and method in bench.LABELS and method != "fp" and method not in methods:
+                    methods.append(method)
+    return methods, sorted(scales)
+
+
+def write_summary(out):
+    methods, scales = trials_present(out)
     table = {}
     for method in methods:
         trials = {}
