@@ -5,7 +5,8 @@ variable the traced functions read at run time:
 - each quantizer's on/off switch and the pad value of its 'same' padding (`quantizers.attach_switch`);
 - each BatchNorm's training mode (a frozen BatchNorm normalises with its moving statistics) and its
   momentum, so that recalibration (momentum i / (i + 1) at batch i) is one compiled forward pass;
-- which variables an optimizer step changes (`BitatTrainer.set_trainable`), the BiTAT term weights, the
+- which variables an optimizer step changes (`BitatTrainer.set_trainable`) and, from the same mask,
+  which convolutions compute input and kernel gradients at all (`gating`); the BiTAT term weights, the
   current layer of the penalty, the learning rate and the length of its cosine schedule.
 So the train step, evaluation and recalibration are each traced once per run, however many stages it
 has. `session()` attaches all of this and restores plain Python state when the run ends or fails: the
@@ -19,7 +20,7 @@ import time
 
 import numpy as np
 
-from bitat_tf import graph
+from bitat_tf import gating, graph
 from bitat_tf._compat import keras, tf
 from bitat_tf.errors import DatasetError, TrainingError
 from bitat_tf.inputs import resolve_loss
@@ -84,7 +85,7 @@ class Engine:
         try:
             for layer in self.working.layers:
                 layer.trainable = True  # one fixed list of variables; stages choose with masks
-            self._norms = controls.norms
+            self._norms, self._gates = controls.norms, controls.gates
             self._trainer = BitatTrainer(self.working, penalty=penalty, teacher=self.teacher,
                                          distill_weight=self.config.distill_weight, from_logits=self.from_logits)
             self._schedule = StageCosine()
@@ -111,6 +112,7 @@ class Engine:
         excluded = {_ref(v) for v in exclude}
         chosen = [v for layer in layers for v in layer.trainable_weights if _ref(v) not in excluded]
         trainer.set_trainable(chosen + list(extra))
+        self._gates.set({_ref(v) for v in chosen})  # gradients only where these variables need them
         trainer.set_term_weights(weights or {})
         self._set_batchnorm_training(set(layers))
         self._reset_optimizer(learning_rate, steps)
@@ -275,8 +277,10 @@ class _Controls:
                                                                   name="momentum"))
                 object.__setattr__(layer, "_get_training_value", _training_value(layer.bitat_training))
                 self.norms.append(layer)
+        self.gates = gating.Gates(model)
 
     def detach(self):
+        self.gates.detach()
         for quantizer in self.switchable:
             quantizer.detach_switch()
         for layer in self.padded:

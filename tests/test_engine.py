@@ -123,3 +123,74 @@ def test_a_failing_run_also_restores_the_model(trained_cnn, digits, monkeypatch)
     assert original is not None
     assert all(getattr(l.input_quantizer, "_switch", 0) is None for l in seen["working"].layers
                if hasattr(l, "input_quantizer"))
+
+
+def test_gated_gradients_train_exactly_as_full_gradients(trained_cnn, digits):
+    """Skipping the gradients the mask discards changes nothing: after optimizer steps of a quantize phase
+    (middle conv binary and training) and a fine-tune-above phase, the weights equal those of the same
+    steps with every gradient computed (all gates on), in the same traced step."""
+    from bitat_tf import engine, gating
+
+    plan = graph.make_plan(trained_cnn, bitat_tf.BinarizeConfig())
+    working = graph.to_larq(trained_cnn, plan)
+    middle = working.get_layer("block1_b")
+    graph.set_binary(working.get_layer("block1_a"), True)
+    graph.set_binary(middle, True)
+    controls = engine._Controls(working)
+    try:
+        trainer = training.BitatTrainer(working)
+        trainer.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        x, y = digits[0][:64], digits[1][:64]
+        index = working.layers.index(middle)
+        phases = [[v for v in middle.trainable_weights],  # quantize the middle conv
+                  [v for l in working.layers[index + 1:] for v in l.trainable_weights]]  # fine-tune above
+        start = [v.numpy() for v in trainer.variables]
+        before = [v.numpy() for v in working.weights]
+        results, skipped = {}, 0
+        for gated in (True, False):
+            for v, value in zip(trainer.variables, start):
+                v.assign(value)
+            for v in trainer.optimizer.variables:
+                v.assign(tf.zeros_like(v))  # fresh Adam moments and step count
+            for chosen in phases:
+                trainer.set_trainable(chosen)
+                refs = {getattr(v, "latent_variable", v).ref() for v in chosen}
+                everything = {getattr(v, "latent_variable", v).ref() for v in trainer.trainable_variables}
+                controls.gates.set(refs if gated else everything)
+                skipped += sum(not g.need_dw.numpy() or not g.need_dx.numpy() for g in controls.gates.gates.values())
+                for _ in range(3):
+                    trainer.train_on_batch(x, y)
+            results[gated] = [v.numpy() for v in working.weights]
+        assert skipped >= 6  # the gated phases really skipped gradients (2 below + 1 above, each phase)
+        for a, b in zip(results[True], results[False]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert sum(not np.array_equal(a, b) for a, b in zip(results[True], before)) >= 6  # it trained
+    finally:
+        controls.detach()
+
+
+def test_gates_follow_the_trainable_mask(trained_cnn):
+    from bitat_tf import gating
+
+    plan = graph.make_plan(trained_cnn, bitat_tf.BinarizeConfig())
+    working = graph.to_larq(trained_cnn, plan)
+    gates = gating.Gates(working)
+    convs = [l for l in working.layers if gating.gateable(l)]
+    assert len(convs) >= 3
+    try:
+        middle = convs[1]
+        # Quantize step of the middle conv: its kernel trains, its threshold too; nothing below does.
+        gates.set({v.ref() for v in (graph.kernel_of(middle), middle.input_quantizer.beta)})
+        state = [(bool(gates.gates[id(c)].need_dx.numpy()), bool(gates.gates[id(c)].need_dw.numpy())) for c in convs]
+        assert state[0] == (False, False)  # below: nothing
+        assert state[1] == (True, True)  # its threshold needs its input gradient, its kernel its own
+        assert all(s == (True, False) for s in state[2:])  # above: pass gradients down, no kernel gradient
+        # Fine-tune above the middle conv: no gradient reaches it or below.
+        above = [v for l in working.layers[working.layers.index(middle) + 1:] for v in l.trainable_weights]
+        gates.set({getattr(v, "latent_variable", v).ref() for v in above})
+        state = [(bool(gates.gates[id(c)].need_dx.numpy()), bool(gates.gates[id(c)].need_dw.numpy())) for c in convs]
+        assert state[:2] == [(False, False)] * 2
+        assert state[2][1] and all(s == (True, True) for s in state[3:])
+    finally:
+        gates.detach()
+    assert "convolution_op" not in vars(convs[0])  # the plain method again
