@@ -9,6 +9,7 @@ the op's output transform. `verify_export` checks that this happened and that th
 
 import collections
 import dataclasses
+import itertools
 import os
 import time
 
@@ -21,6 +22,7 @@ from bitat_tf.quantizers import ScaledSign, ThresholdSign
 
 _LCE_OPTIONS = ("inference_input_type", "inference_output_type", "target", "experimental_default_int8_range")
 _DENSE = ("conv", "keep")
+_INT8_LAYERS = ("head", "all")
 _TFLITE_OPTIONS = ("optimizations",)
 
 
@@ -70,12 +72,20 @@ def _flatbuffer_bytes(flatbuffer):
     return bytes(flatbuffer)
 
 
-def export_lce(model, path=None, *, dense="conv", **options):
+def export_lce(model, path=None, *, dense="conv", int8_calibration=None, int8_layers="head",
+               calibration_batches=16, **options):
     """Convert a binarized model to a Larq Compute Engine flatbuffer (bytes; written to `path` if given).
 
     # Arguments
         dense: "conv" computes each binarized `Dense` as a 1x1 binary convolution (LCE has a binary
             convolution kernel and no binary dense one); "keep" leaves it a float FULLY_CONNECTED on signs.
+        int8_calibration: a dataset of x or (x, y) batches (training or validation data, not test): the
+            full-precision layers chosen by `int8_layers` then run in int8 with ranges measured on up to
+            `calibration_batches` of its batches (`calibrated_model`).
+        int8_layers: "head" (the layers after the last binary one: pooling, classifier), "all" (every
+            full-precision layer, the stem and the tensors that feed the signs included) or a list of layer
+            names. Every rounding in front of a sign can flip a bit that the rest of the network then
+            carries, so "all" costs far more agreement than "head"; check with `verify_export`.
         options: passed to `larq_compute_engine.convert_keras_model`: inference_input_type,
             inference_output_type (tf.float32 or tf.int8), target ("arm" or "xcore"),
             experimental_default_int8_range: `(min, max)`; the full-precision layers (stem convolution,
@@ -89,9 +99,106 @@ def export_lce(model, path=None, *, dense="conv", **options):
     _check_options(options, _LCE_OPTIONS, "export_lce")
     if dense not in _DENSE:
         raise ConfigError(f"export_lce: dense must be one of {_DENSE}, got {dense!r}.")
+    if int8_calibration is not None and "experimental_default_int8_range" in options:
+        raise ConfigError("export_lce: give int8_calibration (measured ranges) or experimental_default_int8_range "
+                          "(one fixed range), not both.")
     if dense == "conv":
         model = inference_model(model)
+    if int8_calibration is not None:
+        model = calibrated_model(model, int8_calibration, layers=int8_layers, max_batches=calibration_batches)
     return _write(lce.convert_keras_model(model, **options), path)
+
+
+@keras.utils.register_keras_serializable(package="bitat_tf")
+class FakeQuant(keras.layers.Layer):
+    """8-bit fake quantization with a fixed, measured range: where LCE's converter reads int8 ranges."""
+
+    def __init__(self, minimum, maximum, **kwargs):
+        super().__init__(**kwargs)
+        self.minimum, self.maximum = float(min(minimum, 0.0)), float(max(maximum, 0.0))  # 0 representable
+
+    def call(self, inputs):
+        return tf.quantization.fake_quant_with_min_max_args(inputs, min=self.minimum, max=self.maximum, num_bits=8)
+
+    def get_config(self):
+        return {**super().get_config(), "minimum": self.minimum, "maximum": self.maximum}
+
+
+def calibrated_model(model, dataset, *, layers="head", max_batches=16):
+    """A copy of `model` with a `FakeQuant` on the inputs and outputs of the chosen full-precision layers,
+    each with the range (min, max) its tensor takes on `dataset`; outputs are otherwise unchanged.
+
+    `layers` is "head", "all" or a list of names (see `export_lce`). LCE's converter runs a layer in int8
+    when the tensors around it carry such ranges (there is no representative-dataset option in
+    `convert_keras_model`; this is how ranges reach it).
+    """
+    from bitat_tf.inputs import check_input_dataset
+
+    check_input_dataset(dataset, model, what="export_lce: int8_calibration")
+    chosen = _int8_layer_names(model, layers)
+    if any(len(model.get_layer(n).inbound_nodes) != 1 for n in chosen):
+        raise UnsupportedModelError("export_lce: int8_calibration needs each chosen layer called once; a shared "
+                                    "layer is among " f"{chosen}.")
+    watched = {}  # id(tensor) -> tensor: the chosen layers' inputs and outputs
+    for name in chosen:
+        layer = model.get_layer(name)
+        for t in tf.nest.flatten(layer.inbound_nodes[0].input_tensors) + tf.nest.flatten(layer.output):
+            watched[id(t)] = t
+    probe = keras.Model(model.inputs, list(watched.values()))
+    low, high = {}, {}
+    for batch in dataset.take(max_batches):
+        x = batch[0] if isinstance(batch, tuple) else batch
+        values = probe(x, training=False)
+        for key, value in zip(watched, values if isinstance(values, list) else [values]):
+            low[key] = min(low.get(key, 0.0), float(tf.reduce_min(value)))
+            high[key] = max(high.get(key, 0.0), float(tf.reduce_max(value)))
+    if not low:
+        raise DatasetError("export_lce: int8_calibration yielded no batches; pass a non-empty dataset.")
+
+    names = (f"int8_range_{i}" for i in itertools.count())
+
+    def quantized(tensor, rebuilt):
+        if id(tensor) not in watched:
+            return rebuilt
+        return FakeQuant(low[id(tensor)], high[id(tensor)], name=next(names))(rebuilt)
+
+    tensors = {}
+    inputs = [keras.Input(t.shape[1:], dtype=t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
+    for old, new in zip(model.inputs, inputs):
+        tensors[id(old)] = quantized(old, new)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        node = layer.inbound_nodes[0]
+        args = tf.nest.map_structure(lambda t: tensors[id(t)], node.input_tensors)
+        clone = layer.__class__.from_config(layer.get_config())
+        out = clone(args)
+        clone.set_weights(layer.get_weights())
+        for old, new in zip(tf.nest.flatten(layer.output), tf.nest.flatten(out)):
+            tensors[id(old)] = quantized(old, new)
+    return keras.Model(inputs, tf.nest.map_structure(lambda t: tensors[id(t)], model.outputs))
+
+
+def _int8_layer_names(model, layers):
+    binary = {l.name for l in binarized_layers(model)}
+    full_precision = [l.name for l in model.layers if not isinstance(l, keras.layers.InputLayer) and l.name not in binary
+                      and not _has_binary_inside(l)]
+    if layers == "all":
+        return full_precision
+    if layers == "head":
+        last = max((i for i, l in enumerate(model.layers) if l.name in binary or _has_binary_inside(l)), default=-1)
+        return [l.name for l in model.layers[last + 1:]]
+    if isinstance(layers, (list, tuple)) and all(isinstance(n, str) for n in layers):
+        unknown = sorted(set(layers) - set(full_precision))
+        if unknown:
+            raise ConfigError(f"export_lce: int8_layers {unknown} are not full-precision layers of the model; "
+                              f"choose among {full_precision}.")
+        return list(layers)
+    raise ConfigError(f"export_lce: int8_layers must be 'head', 'all' or a list of layer names, got {layers!r}.")
+
+
+def _has_binary_inside(layer):
+    return isinstance(layer, DenseAsConv1x1)
 
 
 @keras.utils.register_keras_serializable(package="bitat_tf")

@@ -105,6 +105,40 @@ def test_int8_option_puts_the_full_precision_layers_in_int8(binary, digits_ds):
     assert check.bconv_share == 1.0 and check.top1_agreement > 0.3  # uncalibrated: runs, not exact
 
 
+def test_calibrated_int8_runs_the_head_in_int8_with_measured_ranges(binary, digits_ds):
+    """int8_calibration puts the classifier (and the pooling before it) in int8 with ranges measured on the
+    training data; the stem stays float and every binary conv stays LceBconv2d. The FakeQuant ranges are
+    the measured extremes of each tensor."""
+    train, test = digits_ds
+    inference = export.inference_model(binary.model)
+    head = export._int8_layer_names(inference, "head")
+    assert head == ["block2_a_bn", "block2_a_relu", "global_average_pooling2d", "classifier"]
+    calibrated = export.calibrated_model(inference, train, layers="head")
+    fakes = [l for l in calibrated.layers if isinstance(l, export.FakeQuant)]
+    assert len(fakes) == len(head) + 1  # a chain: the last binary conv's output, then each head layer's
+    logits = np.concatenate([binary.model(x, training=False).numpy() for x, _ in train.take(16)])
+    assert fakes[-1].minimum == pytest.approx(min(logits.min(), 0), rel=1e-5)
+    assert fakes[-1].maximum == pytest.approx(max(logits.max(), 0), rel=1e-5)
+    flatbuffer = export.export_lce(binary.model, int8_calibration=train)
+    ops = dict((name, types) for name, types in export.operators(flatbuffer) if name in ("CONV_2D", "FULLY_CONNECTED"))
+    assert ops["CONV_2D"][0] == "FLOAT32" and ops["FULLY_CONNECTED"][0] == "INT8"
+    check = export.verify_export(binary.model, flatbuffer, test)
+    # 256 levels over the logits' range: only near-ties can change the top-1 class.
+    assert check.bconv_share == 1.0 and check.top1_agreement >= 0.9
+
+
+def test_calibrated_int8_refuses_bad_arguments(binary, digits_ds):
+    train, _ = digits_ds
+    with pytest.raises(ConfigError, match="not both"):
+        export.export_lce(binary.model, int8_calibration=train, experimental_default_int8_range=(-3, 3))
+    with pytest.raises(ConfigError, match="int8_layers must be 'head', 'all' or a list"):
+        export.export_lce(binary.model, int8_calibration=train, int8_layers="stem")
+    with pytest.raises(ConfigError, match=r"\['block1_a'\] are not full-precision layers"):
+        export.export_lce(binary.model, int8_calibration=train, int8_layers=["block1_a"])
+    with pytest.raises(bitat_tf.DatasetError, match="no batches"):
+        export.export_lce(binary.model, int8_calibration=train.take(0))
+
+
 def test_deployment_figures_writes_both_files_and_reports(trained_cnn, binary, digits_ds, tmp_path):
     check, figures = export.deployment_figures(binary.model, trained_cnn, digits_ds[1], stem=str(tmp_path / "m"))
     assert (tmp_path / "m.lce.tflite").stat().st_size == figures["lce_bytes"] == check.flatbuffer_bytes
