@@ -388,19 +388,26 @@ def verify_export(model, flatbuffer, dataset, *, dense="conv", max_batches=None,
     return check
 
 
-def lce_latency_ms(flatbuffer, image, *, repeats=50, num_threads=1):
-    """Mean milliseconds per call of LCE's interpreter on `image` (one batch), after a warm-up call.
+def lce_latency_ms(flatbuffer, image, *, repeats=50, num_threads=1, warmup=5):
+    """Median milliseconds per call of LCE's interpreter on `image` (one batch), after `warmup` calls.
 
-    On x86 these are LCE's reference kernels: a correctness tool, not the Arm speed users will see.
+    LCE's interpreter runs plain TFLite models too (float and int8 builtin ops), so one call times every
+    kind of file on the same runtime and threads. On x86 these are LCE's reference kernels for the binary
+    ops: a comparison on this CPU, not the Arm speed users will see.
     """
+    import statistics
+
     from larq_compute_engine.tflite.python.interpreter import Interpreter
 
-    interpreter = Interpreter(flatbuffer, num_threads=num_threads)
-    interpreter.predict(image)
-    start = time.perf_counter()
-    for _ in range(repeats):
+    interpreter = Interpreter(_flatbuffer_bytes(flatbuffer), num_threads=num_threads)
+    for _ in range(warmup):
         interpreter.predict(image)
-    return 1000 * (time.perf_counter() - start) / repeats
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        interpreter.predict(image)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
 
 
 def deployment_figures(binary_model, fp_model, dataset, *, stem=None, report=None):
@@ -424,22 +431,36 @@ def add_cli_arguments(parser):
     parser.add_argument("--format", choices=("lce", "tflite"), default="lce")
     parser.add_argument("--verify-data", help="digits, mnist, cifar10 (its test split) or a path to your data "
                                               "(as binarize --data): check Keras vs LCE parity on it")
+    parser.add_argument("--int8", choices=_INT8_LAYERS, help="run the head (or every) full-precision layer in "
+                        "int8 with ranges calibrated on --calibration-data (lce format)")
+    parser.add_argument("--calibration-data", help="as --verify-data, its training split (or all of a path): "
+                                                   "the images int8 ranges are measured on")
     parser.add_argument("--data-dir")
 
 
-def run_cli(args):
+def _cli_data(value, split, model, data_dir):
     from bitat_tf import data
+    from bitat_tf.userdata import is_user_data, load_user_data
+
+    if is_user_data(value):
+        return load_user_data(value, input_shape=model.input_shape[1:], validation_split=0.0)[0]
+    return data.load(value, split, data_dir=data_dir)
+
+
+def run_cli(args):
     from bitat_tf.inputs import load_saved_model
 
+    if args.int8 and (args.format != "lce" or not args.calibration_data):
+        raise ConfigError("export: --int8 needs --format lce and --calibration-data (training images, not the "
+                          "test set) to measure the ranges on.")
     model = load_saved_model(args.model)
-    flatbuffer = (export_lce if args.format == "lce" else export_tflite)(model, args.output)
+    if args.format == "lce":
+        calibration = args.int8 and _cli_data(args.calibration_data, "train", model, args.data_dir)
+        flatbuffer = export_lce(model, args.output, **(dict(int8_calibration=calibration, int8_layers=args.int8)
+                                                      if args.int8 else {}))
+    else:
+        flatbuffer = export_tflite(model, args.output)
     print(f"{args.output}: {len(flatbuffer)} bytes, ops {dict(op_census(flatbuffer))}")
     if args.verify_data and args.format == "lce":
-        from bitat_tf.userdata import is_user_data, load_user_data
-
-        if is_user_data(args.verify_data):
-            test, _ = load_user_data(args.verify_data, input_shape=model.input_shape[1:], validation_split=0.0)
-        else:
-            test = data.load(args.verify_data, "test", data_dir=args.data_dir)
-        print(verify_export(model, flatbuffer, test).to_markdown())
+        print(verify_export(model, flatbuffer, _cli_data(args.verify_data, "test", model, args.data_dir)).to_markdown())
     return 0

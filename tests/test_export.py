@@ -95,6 +95,22 @@ def test_cli_export_of_a_saved_model(binary, tmp_path, capsys):
     assert "LceBconv2d': 3" in out and "became LceBconv2d: 3 of 3" in out
 
 
+def test_cli_export_with_calibrated_int8(binary, tmp_path, capsys):
+    from bitat_tf.cli import main
+
+    saved = tmp_path / "binary.keras"
+    binary.model.save(saved)
+    assert main(["export", str(saved), str(tmp_path / "m.tflite"), "--int8", "head"]) != 0
+    assert "--int8 needs --format lce and --calibration-data" in capsys.readouterr().err
+    assert not (tmp_path / "m.tflite").exists()
+    assert main(["export", str(saved), str(tmp_path / "m.tflite"), "--int8", "head", "--calibration-data", "digits",
+                 "--verify-data", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "became LceBconv2d: 3 of 3" in out and "'FULLY_CONNECTED'" in out
+    ops = export.operators((tmp_path / "m.tflite").read_bytes())
+    assert [types[0] for name, types in ops if name == "FULLY_CONNECTED"] == ["INT8"]
+
+
 def test_int8_option_puts_the_full_precision_layers_in_int8(binary, digits_ds):
     """With LCE's default int8 range the stem conv and the classifier take int8; binary convs stay binary."""
     flatbuffer = export.export_lce(binary.model, experimental_default_int8_range=(-3.0, 3.0))
