@@ -8,6 +8,16 @@ weights=None)` (13 binarized pointwise convolutions), 256 random images in batch
 with one quantisation step and no fine-tune per layer, so nearly all of the time is per-stage overhead.
 Results are merged into `results/engine_speed.json` under the label, with the CPU and the commit; compare
 labels only when they were measured in the same sitting (the file records when).
+
+    python benchmarks/engine_speed.py --case steps --label steps            # gradients gated (default)
+    python benchmarks/engine_speed.py --case steps --label steps_ungated --no-gating
+
+The `steps` case measures what a step costs on the standard model (ReActNet-A twin, width 0.25, 128
+CIFAR-shaped images a batch, in memory so that no input pipeline is timed): BiTAT's quantize and
+fine-tune-above steps over a whole progressive pass (31 stages, 8 + 8 steps each) and an end-to-end STE
+step, each the median of its phases' medians after warm-up, and their ratios. `--no-gating` computes every
+gradient (the engine without `bitat_tf.gating`), for a before/after in one sitting; `--xla` compiles the
+train and test steps with XLA (`jit_compile=True`).
 """
 
 import argparse
@@ -26,7 +36,22 @@ def main(argv=None):
     p.add_argument("--label", required=True)
     p.add_argument("--out", default=os.path.join(ROOT, "results", "engine_speed.json"))
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--case", choices=("mobilenet", "steps"), default="mobilenet")
+    p.add_argument("--no-gating", action="store_true", help="compute every gradient (before/after of gating)")
+    p.add_argument("--xla", action="store_true", help="compile the train and test steps with XLA (jit_compile)")
     args = p.parse_args(argv)
+    if args.xla:
+        from bitat_tf import training
+
+        compile_ = training.BitatTrainer.compile
+        training.BitatTrainer.compile = lambda self, *a, **k: compile_(self, *a, **{**k, "jit_compile": True})
+    if args.no_gating:
+        from bitat_tf import gating
+
+        gating.Gates.set = lambda self, trains: [g.need_dx.assign(True) or g.need_dw.assign(True)
+                                                 for g in self.gates.values()]
+    if args.case == "steps":
+        return _store(args, step_costs())
 
     import numpy as np
     import tensorflow as tf
@@ -52,14 +77,54 @@ def main(argv=None):
              "binarized_layers": layers, "seconds": seconds, "seconds_per_layer": min(seconds) / layers,
              "timing": getattr(result.report, "timing", None), "bitat_tf_file": bitat_tf.__file__,
              "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": _cpu(), **runinfo.provenance()}
+    print(f"{args.label}: {layers} layers, {min(seconds):.1f} s ({min(seconds) / layers:.2f} s a layer)")
+    return _store(args, entry)
+
+
+def step_costs(steps=8):
+    """Seconds a step of BiTAT's quantize and fine-tune-above phases and of end-to-end STE, one process."""
+    import statistics
+
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    import bitat_tf
+    from bitat_tf import runinfo, zoo
+
+    keras.utils.set_random_seed(0)
+    model = zoo.reactnet_a(width=0.25)
+    rng = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensor_slices((rng.random((1024, 32, 32, 3), np.float32),
+                                               rng.integers(0, 10, 1024))).batch(128).cache()
+    runs = {"bitat": bitat_tf.BinarizeConfig(steps_per_layer=steps, finetune_steps=steps),
+            "ste": bitat_tf.EndToEndConfig(method="ste", steps=8 * steps)}
+    medians, entry = {}, {"case": f"ReActNet-A twin width 0.25, batch 128 (random, in memory); BiTAT {steps} "
+                                  f"quantize + {steps} fine-tune-above steps a layer; STE {8 * steps} steps"}
+    for name, config in runs.items():
+        start = time.perf_counter()
+        report = bitat_tf.binarize(model, data.repeat(), config=config, verbose=0).report
+        entry[name] = {"seconds": time.perf_counter() - start, "timing": report.timing}
+        for kind, row in report.timing["phases"].items():
+            medians[kind] = row["seconds_per_step"]
+    step = {k: medians[k] for k in ("quantize", "fine-tune above")}
+    e2e = next(v for k, v in medians.items() if k not in step)
+    entry["seconds_per_step"] = {**step, "end-to-end STE": e2e}
+    entry["progressive_vs_end_to_end"] = {k: v / e2e for k, v in step.items()}
+    entry["progressive_mean_vs_end_to_end"] = statistics.mean(step.values()) / e2e
+    entry.update(measured_at=time.strftime("%Y-%m-%d %H:%M:%S"), cpu=_cpu(), **runinfo.provenance())
+    print(json.dumps({k: entry[k] for k in ("seconds_per_step", "progressive_vs_end_to_end")}, indent=1))
+    return entry
+
+
+def _store(args, entry):
     stored = {}
     if os.path.exists(args.out):
         with open(args.out) as f:
             stored = json.load(f)
-    stored[args.label] = entry
+    stored[args.label] = {**entry, "gated_gradients": not args.no_gating, "xla": args.xla}
     with open(args.out, "w") as f:
         json.dump(stored, f, indent=2, default=str)
-    print(f"{args.label}: {layers} layers, {min(seconds):.1f} s ({min(seconds) / layers:.2f} s a layer)")
     return 0
 
 
