@@ -113,9 +113,7 @@ class EndToEndRun(Engine):
     def initialise_quantizers(self):
         """Thresholds from each layer's real inputs in the full-precision model, alpha from its kernel."""
         for layer in self._layers():
-            captured = capture.capture_inputs(self.working, layer, self.dataset,
-                                              max_batches=self.config.capture_batches,
-                                              memory_mb=self.config.capture_memory_mb, seed=self.config.seed)
+            captured = self.capture(layer)
             capture.init_threshold(layer, captured, self.config.threshold_init)
             graph.weight_quantizer(layer).init_from(graph.kernel_of(layer))
 

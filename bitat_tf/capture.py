@@ -39,19 +39,23 @@ def layer_input_model(model, layer):
     return keras.Model(model.inputs, tensor)
 
 
-def capture_inputs(model, layer, dataset, *, max_batches, memory_mb, seed):
+def capture_inputs(model, layer, dataset, *, max_batches, memory_mb, seed, feed=None):
     """Run the model up to `layer` on a few batches and keep a bounded random sample of its inputs.
 
     Feature maps are kept whole (patches need neighbours); the number of images kept is capped so that
-    they take at most `memory_mb` megabytes, whatever the dataset size.
+    they take at most `memory_mb` megabytes, whatever the dataset size. `dataset` is a dataset or any
+    iterable of batches; `feed` (x -> the layer's input) replaces the sub-model built here when given.
     """
-    feed = layer_input_model(model, layer)
+    if feed is None:
+        sub_model = layer_input_model(model, layer)
+        feed = lambda x: sub_model(x, training=False)  # noqa: E731
     rng = np.random.default_rng(seed)
-    per_image = int(np.prod(feed.output_shape[1:])) * 4
+    per_image = int(np.prod(layer.input_shape[1:])) * 4
     budget = max(1, int(memory_mb * 2**20 // max(per_image, 1)))
     kept, seen = [], 0
-    for x, *_ in dataset.take(max_batches):
-        out = feed(x, training=False).numpy()
+    batches = dataset.take(max_batches) if isinstance(dataset, tf.data.Dataset) else dataset
+    for x, *_ in batches:
+        out = np.asarray(feed(x))
         kept.append(out)
         seen += len(out)
         if sum(len(k) for k in kept) > budget:  # reservoir-like: drop at random to stay in budget

@@ -50,6 +50,7 @@ class Checkpointer:
             "rows": {name: vars(row) for name, row in run.rows.items()},
             "history": run.history,
             "elapsed": run.elapsed,
+            "batches_drawn": run.batches_drawn,
             "blocks": {str(i): {"names": [m.name for m in s.members], "d_outs": [m.d_out for m in s.members]}
                        for i, s in run.blocks.items()},
         }
@@ -100,6 +101,7 @@ class Checkpointer:
             vars(run.rows[name]).update(fields)
         run.history.update(meta["history"])
         run.elapsed = meta["elapsed"]
+        run.batches_drawn.update(meta.get("batches_drawn", {}))
         run.say(f"bitat_tf: resumed from {stage_dir} with {done} of {len(order)} layers done")
         return done
 

@@ -20,9 +20,9 @@ import time
 
 import numpy as np
 
-from bitat_tf import gating, graph
+from bitat_tf import capture, gating, graph
 from bitat_tf._compat import keras, tf
-from bitat_tf.errors import DatasetError, TrainingError
+from bitat_tf.errors import ConfigError, DatasetError, TrainingError
 from bitat_tf.inputs import resolve_loss
 from bitat_tf.quantizers import ThresholdSign
 from bitat_tf.training import BitatTrainer, StageCosine
@@ -68,10 +68,24 @@ class Engine:
         self.working = graph.to_larq(model, plan, quantizers=quantizers)
         self.history, self.timing = {}, []
         self._trainer = None
+        # The run reads its training data as one stream: phases, captures and recalibrations continue where
+        # the last one stopped, so a shuffle buffer fills once per epoch, not once per phase. The counts
+        # go into checkpoints; a resumed run skips as many batches and reads the same stream on.
+        self.batches_drawn = {"train": 0, "plain": 0}
+        self._streams = {}
 
     # ---- budgets and messages ------------------------------------------------------------------------
     def steps(self, steps, epochs):
-        return int(steps) if steps is not None else int(round(epochs * self.steps_per_epoch))
+        """A phase's optimizer steps: `steps` when given, else `epochs` of the dataset."""
+        if steps is not None:
+            return int(steps)
+        if not epochs:
+            return 0
+        if self.steps_per_epoch is None:
+            raise ConfigError(f"the dataset repeats forever, so a budget of {epochs:g} epochs is undefined; give "
+                              "the phase's budget in steps (steps_per_layer, finetune_steps, "
+                              "final_finetune_steps) or pass a finite dataset.")
+        return int(round(epochs * self.steps_per_epoch))
 
     def say(self, text):
         if self.verbose:
@@ -94,11 +108,16 @@ class Engine:
             # Create Adam's slots now: a variable created inside the first trace makes TensorFlow trace
             # the step a second time.
             self._trainer.optimizer.build(self._trainer.trainable_variables)
-            self._forward = tf.function(lambda x: self.working(x, training=True))
+            self._forward = tf.function(lambda x: self.working(x, training=True), reduce_retracing=True)
+            self._probe = _input_probe(self.working, self.plan.binarized)
+            optimizer_variables = self._trainer.optimizer.variables
+            optimizer_variables = optimizer_variables() if callable(optimizer_variables) else optimizer_variables
+            self._zero_optimizer = tf.function(lambda: [v.assign(tf.zeros_like(v)) for v in optimizer_variables])
             yield
         finally:
             controls.detach()
-            self._trainer = None
+            self._trainer = self._probe = None
+            self._streams = {}
 
     def fit(self, learning_rate, steps, label, *, layers, extra=(), exclude=(), weights=None):
         """Train the variables of `layers` (plus `extra`, minus `exclude`) for `steps` optimizer steps.
@@ -117,7 +136,7 @@ class Engine:
         self._set_batchnorm_training(set(layers))
         self._reset_optimizer(learning_rate, steps)
         train_function = trainer.make_train_function()  # cached by Keras after the first call
-        iterator = iter(_distribute(self.dataset.repeat()))
+        iterator = self.stream("train")
         chunk = min(self.steps_per_epoch or steps, steps)
         history, durations, chunk_start, logs = {}, [], time.perf_counter(), {}
         trainer.reset_metrics()
@@ -125,6 +144,7 @@ class Engine:
             t0 = time.perf_counter()
             logs = train_function(iterator)
             durations.append(time.perf_counter() - t0)
+            self.batches_drawn["train"] += 1
             if step % chunk and step != steps:
                 continue
             logs = {k: float(v) for k, v in logs.items()}
@@ -146,8 +166,48 @@ class Engine:
         return history
 
     def evaluate(self):
-        """Accuracy of the working model on the evaluation data (one traced test step per run)."""
-        return float(self._trainer.evaluate(self.eval_data, verbose=0, return_dict=True)["accuracy"])
+        """Accuracy of the working model on the evaluation data (one traced test step per run).
+
+        Keras' own test step and metric, driven by a plain loop: `Model.evaluate` would also build a data
+        handler, callbacks and a progress bar at every call, about as costly as the steps themselves here.
+        """
+        trainer = self._trainer
+        test_function = trainer.make_test_function()  # cached by Keras after the first call
+        trainer.reset_metrics()
+        iterator, logs = iter(_distribute(self.eval_data)), None
+        while True:
+            try:
+                logs = test_function(iterator)
+            except (StopIteration, tf.errors.OutOfRangeError):
+                break
+        if logs is None:
+            raise DatasetError("the evaluation data yielded no batch; pass a non-empty validation_data.")
+        return float(logs["accuracy"])
+
+    def stream(self, kind):
+        """The run's iterator over the repeated training data: "train" for the train step (distributed
+        under a strategy), "plain" for captures and recalibration (batches of plain tensors)."""
+        if kind not in self._streams:
+            data = self.dataset.repeat()
+            if self.batches_drawn[kind]:  # resumed: the same stream from where the checkpoint left it
+                data = data.skip(self.batches_drawn[kind])
+            self._streams[kind] = iter(_distribute(data) if kind == "train" else data)
+        return self._streams[kind]
+
+    def take(self, count):
+        """The next `count` batches of the plain stream."""
+        for _ in range(count):
+            batch = next(self.stream("plain"))
+            self.batches_drawn["plain"] += 1
+            yield batch
+
+    def capture(self, layer):
+        """Captured inputs of a binarizable `layer` (a compiled forward pass, traced once per run)."""
+        index = self.plan.binarized.index(layer.name)
+        return capture.capture_inputs(self.working, layer, self.take(self.config.capture_batches),
+                                      max_batches=self.config.capture_batches,
+                                      memory_mb=self.config.capture_memory_mb, seed=self.config.seed,
+                                      feed=lambda x: self._probe(x)[index])
 
     def evaluate_model(self, model):
         """Accuracy of another model (the user's full-precision one) on the evaluation data."""
@@ -169,7 +229,7 @@ class Engine:
             return
         self._set_batchnorm_training(set(norms))
         momenta = {bn.name: float(bn.momentum.numpy()) for bn in norms}
-        for i, (x, *_) in enumerate(self.dataset.take(self.config.bn_recalibration_batches)):
+        for i, (x, *_) in enumerate(self.take(self.config.bn_recalibration_batches)):
             for bn in norms:
                 bn.momentum.assign(i / (i + 1))
             self._forward(x)
@@ -180,10 +240,7 @@ class Engine:
     # ---- helpers -------------------------------------------------------------------------------------
     def _reset_optimizer(self, learning_rate, steps):
         """A fresh Adam for each phase (zero moments, step 0) with a cosine schedule over its steps."""
-        optimizer = self._trainer.optimizer
-        variables = optimizer.variables() if callable(optimizer.variables) else optimizer.variables
-        for variable in variables:
-            variable.assign(tf.zeros_like(variable))
+        self._zero_optimizer()
         self._schedule.base.assign(learning_rate)
         self._schedule.steps.assign(float(max(steps, 1)))
 
@@ -291,6 +348,13 @@ class _Controls:
             object.__setattr__(bn, "momentum", bn.bitat_momentum)
             for name in ("_get_training_value", "bitat_training", "bitat_momentum"):
                 object.__delattr__(bn, name)
+
+
+def _input_probe(model, names):
+    """One compiled function from the model's inputs to the inputs of the layers `names` (in order)."""
+    probe = keras.Model(model.inputs, [capture.layer_input_model(model, model.get_layer(n)).outputs[0]
+                                       for n in names])
+    return tf.function(lambda x: tf.nest.flatten(probe(x, training=False)), reduce_retracing=True)
 
 
 def _training_value(switch):

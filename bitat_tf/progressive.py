@@ -105,8 +105,7 @@ class _Run(Engine):
     def quantize_layer(self, name, block_index):
         """Capture, initialise, switch on and train one layer (Algorithm 1, lines 7-12)."""
         config, layer = self.config, self.working.get_layer(name)
-        captured = capture.capture_inputs(self.working, layer, self.dataset, max_batches=config.capture_batches,
-                                          memory_mb=config.capture_memory_mb, seed=config.seed)
+        captured = self.capture(layer)
         if not config.activation_warmup_steps:  # after a warm-up the threshold keeps its trained value
             capture.init_threshold(layer, captured, config.threshold_init)
         graph.weight_quantizer(layer).init_from(graph.kernel_of(layer))
@@ -198,9 +197,7 @@ class _Run(Engine):
             if name in done:
                 continue
             if not resumed:
-                captured = capture.capture_inputs(self.working, layer, self.dataset,
-                                                  max_batches=self.config.capture_batches,
-                                                  memory_mb=self.config.capture_memory_mb, seed=self.config.seed)
+                captured = self.capture(layer)
                 capture.init_threshold(layer, captured, self.config.threshold_init)
             graph.set_binary(layer, True, weights=False)
         if resumed:

@@ -76,7 +76,9 @@ class _Switchable(larq.quantizers.Quantizer):
     def call(self, inputs):
         inputs = tf.convert_to_tensor(inputs)
         if self._switch is not None:
-            return tf.cond(self._switch, lambda: self.quantize(inputs), lambda: tf.identity(inputs))
+            # Both values and a select: elementwise work for a switched-off quantizer, but no `tf.cond`,
+            # whose branch functions and their gradients make tracing the train step several times slower.
+            return tf.where(self._switch, self.quantize(inputs), inputs)
         return self.quantize(inputs) if self._active else inputs
 
     def get_config(self):

@@ -54,6 +54,14 @@ def test_infinite_dataset_needs_step_budgets(model):
         bitat_tf.binarize(model, _ds(X, Y).repeat(), verbose=0)
 
 
+def test_infinite_dataset_runs_on_step_budgets(model):
+    """With every phase's budget in steps a repeated dataset binarizes (no last phase by default)."""
+    config = BinarizeConfig(steps_per_layer=1, finetune_steps=1, keep_full_precision=["block1_b", "block2_a"],
+                            bn_recalibration_batches=1)
+    result = bitat_tf.binarize(model, _ds(X, Y).repeat(), validation_data=_ds(X, Y), config=config, verbose=0)
+    assert [r.name for r in result.report.layers if r.binarized] == ["block1_a"]
+
+
 def test_one_hot_labels_are_accepted(model):
     onehot = np.eye(10, dtype="float32")[Y]
     result = bitat_tf.binarize(model, _ds(X, onehot), config=BinarizeConfig(
