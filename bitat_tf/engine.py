@@ -108,15 +108,18 @@ class Engine:
             # Create Adam's slots now: a variable created inside the first trace makes TensorFlow trace
             # the step a second time.
             self._trainer.optimizer.build(self._trainer.trainable_variables)
-            self._forward = tf.function(lambda x: self.working(x, training=True), reduce_retracing=True)
-            self._probe = _input_probe(self.working, self.plan.binarized)
+            # One compiled forward for captures (inference mode) and recalibration (training mode): the
+            # model's output and the inputs of the layers to binarize.
+            self._forward = _forward_with_inputs(self.working, self.plan.binarized)
+            self._assign_norm_training = _assigner([bn.bitat_training for bn in self._norms], tf.bool)
+            self._assign_momenta = _assigner([bn.momentum for bn in self._norms], tf.float32)
             optimizer_variables = self._trainer.optimizer.variables
             optimizer_variables = optimizer_variables() if callable(optimizer_variables) else optimizer_variables
             self._zero_optimizer = tf.function(lambda: [v.assign(tf.zeros_like(v)) for v in optimizer_variables])
             yield
         finally:
             controls.detach()
-            self._trainer = self._probe = None
+            self._trainer = self._forward = None
             self._streams = {}
 
     def fit(self, learning_rate, steps, label, *, layers, extra=(), exclude=(), weights=None):
@@ -203,11 +206,11 @@ class Engine:
 
     def capture(self, layer):
         """Captured inputs of a binarizable `layer` (a compiled forward pass, traced once per run)."""
-        index = self.plan.binarized.index(layer.name)
+        index, outputs = self.plan.binarized.index(layer.name), len(tf.nest.flatten(self.working.outputs))
         return capture.capture_inputs(self.working, layer, self.take(self.config.capture_batches),
                                       max_batches=self.config.capture_batches,
                                       memory_mb=self.config.capture_memory_mb, seed=self.config.seed,
-                                      feed=lambda x: self._probe(x)[index])
+                                      feed=lambda x: self._forward(x, tf.constant(False))[outputs + index])
 
     def evaluate_model(self, model):
         """Accuracy of another model (the user's full-precision one) on the evaluation data."""
@@ -228,13 +231,11 @@ class Engine:
         if not norms or self.config.bn_recalibration_batches == 0:
             return
         self._set_batchnorm_training(set(norms))
-        momenta = {bn.name: float(bn.momentum.numpy()) for bn in norms}
+        momenta = [bn.momentum.numpy() for bn in self._norms]
         for i, (x, *_) in enumerate(self.take(self.config.bn_recalibration_batches)):
-            for bn in norms:
-                bn.momentum.assign(i / (i + 1))
-            self._forward(x)
-        for bn in norms:
-            bn.momentum.assign(momenta[bn.name])
+            self._assign_momenta(tf.fill([len(self._norms)], i / (i + 1)))  # only the training ones use it
+            self._forward(x, tf.constant(True))
+        self._assign_momenta(tf.constant(momenta, tf.float32))
         self._set_batchnorm_training(set())
 
     # ---- helpers -------------------------------------------------------------------------------------
@@ -245,8 +246,8 @@ class Engine:
         self._schedule.steps.assign(float(max(steps, 1)))
 
     def _set_batchnorm_training(self, layers):
-        for bn in self._norms:
-            bn.bitat_training.assign(bn in layers)
+        if self._norms:
+            self._assign_norm_training(tf.constant([bn in layers for bn in self._norms]))
 
     def _progress(self, label, step, steps, chunk, logs, seconds):
         if self.verbose:
@@ -350,11 +351,24 @@ class _Controls:
                 object.__delattr__(bn, name)
 
 
-def _input_probe(model, names):
-    """One compiled function from the model's inputs to the inputs of the layers `names` (in order)."""
-    probe = keras.Model(model.inputs, [capture.layer_input_model(model, model.get_layer(n)).outputs[0]
-                                       for n in names])
-    return tf.function(lambda x: tf.nest.flatten(probe(x, training=False)), reduce_retracing=True)
+def _forward_with_inputs(model, names):
+    """`f(x, training)` -> [the model's outputs..., the inputs of the layers `names`...], compiled once
+    (`training` is a boolean tensor, so both modes share the trace)."""
+    inputs = [capture.layer_input_model(model, model.get_layer(n)).outputs[0] for n in names]
+    probe = keras.Model(model.inputs, tf.nest.flatten(model.outputs) + inputs)
+    return tf.function(lambda x, training: tf.nest.flatten(probe(x, training=training)), reduce_retracing=True)
+
+
+def _assigner(variables, dtype):
+    """A compiled function assigning `values[i]` to `variables[i]` for all i at once."""
+
+    @tf.function
+    def assign(values):
+        values = tf.cast(values, dtype)
+        for i, variable in enumerate(variables):
+            variable.assign(values[i])
+
+    return assign
 
 
 def _training_value(switch):
