@@ -1,0 +1,43 @@
+"""The benchmark's bookkeeping: equal-time reading of a curve, and trial summaries that keep every trial."""
+
+import json
+import math
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import budgets  # noqa: E402
+import trials  # noqa: E402
+
+
+def test_curve_is_read_linearly_in_log_time_and_never_extrapolated():
+    points = [{"seconds": 100.0, "test_accuracy": 0.40}, {"seconds": 400.0, "test_accuracy": 0.50}]
+    assert budgets.at_time(points, 200.0, "test_accuracy") == pytest.approx(0.45)  # halfway in log-time
+    assert budgets.at_time(points, 100.0, "test_accuracy") == pytest.approx(0.40)
+    assert budgets.at_time(points, 400.0, "test_accuracy") == pytest.approx(0.50)
+    assert budgets.at_time(points, 99.0, "test_accuracy") is None
+    assert budgets.at_time(points, 401.0, "test_accuracy") is None
+    assert budgets.at_time(points[:1], 100.0, "test_accuracy") == pytest.approx(0.40)
+
+
+def test_trials_summary_keeps_every_trial_on_disk(tmp_path):
+    """Each invocation runs some scales; the summary must cover all of them, and pick on validation."""
+    def write(scale, method, val, test):
+        folder = tmp_path / f"lr_x{scale}"
+        folder.mkdir(exist_ok=True)
+        figures = {"val_accuracy": val, "test_accuracy": test, "binarize_seconds": 1.0}
+        (folder / f"{method}.json").write_text(json.dumps({"figures": figures}))
+        (folder / "fp.json").write_text(json.dumps({"figures": {}}))
+
+    write(1, "reactnet", 0.40, 0.60)
+    write(2, "reactnet", 0.45, 0.10)  # best on validation, worst on test: validation decides
+    write(2, "ste", 0.30, 0.30)
+    trials.write_summary(str(tmp_path))
+    summary = json.loads((tmp_path / "trials.json").read_text())
+    assert summary["scales"] == ["1", "2"]
+    assert set(summary["methods"]) == {"reactnet", "ste"}
+    assert summary["methods"]["reactnet"]["best_scale"] == "2"
+    assert math.isclose(summary["methods"]["reactnet"]["best_val_accuracy"], 0.45)
+    assert list(summary["methods"]["ste"]["trials"]) == ["2"]
