@@ -17,6 +17,7 @@ VARIANTS = {
 }
 THRESHOLD_INITS = ("mean", "median", "zero")
 FINAL_PHASES = ("finetune", "end_to_end")
+STAGES = ("layer", "block")
 
 
 def _check(ok, name, value, must, owner="BinarizeConfig"):
@@ -57,6 +58,10 @@ class BinarizeConfig:
         distill_weight: w in `(1 - w) * task + w * KL(teacher || student)` in every stage (quantize,
             fine-tune above, last phase), the teacher being a frozen copy of the full-precision model
             (ReActNet's distribution loss; beyond the paper). 0 = task loss only.
+        stage: "layer" (the paper: one layer quantized, frozen, and the layers above fine-tuned at a time)
+            or "block" (every layer of a block quantized together for the block's summed budget, then all
+            frozen and the layers above fine-tuned: fewer stages, more steps each). "block" needs a variant
+            without the transform penalty ("sequential", or quant_weight=0), which is defined per layer.
         learning_rate / finetune_learning_rate: Adam step sizes (cosine decay within each step).
         blocks: the block partition: "auto" (from layer names and the graph), an int (fixed-size groups of
             consecutive binarizable layers), or a list of lists of layer names.
@@ -94,6 +99,7 @@ class BinarizeConfig:
         final_learning_rate=None,
         distill_weight=0.0,
         activation_warmup_steps=0,
+        stage="layer",
         learning_rate=1e-3,
         finetune_learning_rate=5e-4,
         blocks="auto",
@@ -136,6 +142,11 @@ class BinarizeConfig:
         _check(final_phase in FINAL_PHASES, "final_phase", final_phase, f"one of {FINAL_PHASES}")
         _check(_is_real(distill_weight) and 0 <= distill_weight <= 1, "distill_weight", distill_weight,
                "a number in [0, 1]")
+        _check(stage in STAGES, "stage", stage, f"one of {STAGES}")
+        if stage == "block" and VARIANTS[variant][0] and quant_weight > 0:
+            raise ConfigError(f"BinarizeConfig: stage='block' trains several layers at once, and variant={variant!r} "
+                              "has a transform penalty defined for one layer at a time; use "
+                              "variant='sequential' (or quant_weight=0) with block stages, or stage='layer'.")
         _check(_valid_blocks(blocks), "blocks", blocks,
                '"auto", an integer >= 1, or a list of lists of layer names')
         for name, value in (("capture_rows", capture_rows), ("capture_batches", capture_batches),
@@ -159,6 +170,7 @@ class BinarizeConfig:
         self.final_learning_rate = None if final_learning_rate is None else float(final_learning_rate)
         self.distill_weight = float(distill_weight)
         self.activation_warmup_steps = int(activation_warmup_steps or 0)
+        self.stage = stage
         self.learning_rate = float(learning_rate)
         self.finetune_learning_rate = float(finetune_learning_rate)
         self.blocks = blocks if isinstance(blocks, (str, int)) else [list(b) for b in blocks]

@@ -27,6 +27,7 @@ from bitat_tf.inputs import resolve_loss
 from bitat_tf.quantizers import ThresholdSign
 from bitat_tf.training import BitatTrainer, StageCosine
 
+_STAGE_PHASES = ("quantize", "fine-tune above")  # "<layer> quantize", "<layer> fine-tune above"
 _WARMUP_STEPS = 2  # steps left out of the seconds-per-step median (first-call costs)
 
 
@@ -257,11 +258,11 @@ class Engine:
 
 
 def timing_summary(timing, wall_seconds):
-    """Per phase kind (the label's last words): steps, median seconds a step, seconds; and the overhead,
-    wall time minus steps x seconds a step over all phases."""
+    """Per phase kind (a stage's "quantize" or "fine-tune above", else the phase's label): steps, median
+    seconds a step, seconds; and the overhead, wall time minus steps x seconds a step over all phases."""
     phases = {}
     for t in timing:
-        kind = t.phase.split(" ", 1)[1] if t.phase.startswith(("block", "conv", "dense")) else t.phase
+        kind = next((k for k in _STAGE_PHASES if t.phase.endswith(" " + k)), t.phase)
         row = phases.setdefault(kind, {"steps": 0, "training_seconds": 0.0, "seconds": 0.0})
         row["steps"] += t.steps
         row["training_seconds"] += t.training_seconds

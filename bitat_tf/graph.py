@@ -153,8 +153,9 @@ def _check_overrides(model, config):
 
 
 def partition_blocks(model, binarized, config):
-    """Group the binarized layers (topological order) into blocks of consecutive layers."""
-    if not config.cross_layer:
+    """Group the binarized layers (topological order) into blocks of consecutive layers: the transform's
+    cross-layer blocks, and the stages of `stage="block"`."""
+    if not config.cross_layer and getattr(config, "stage", "layer") == "layer":
         return [[name] for name in binarized]
     if isinstance(config.blocks, int):
         return [binarized[i:i + config.blocks] for i in range(0, len(binarized), config.blocks)]

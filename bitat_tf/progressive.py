@@ -8,6 +8,7 @@ For each block, bottom to top, for each binarized layer of the block:
   freeze it, then fine-tune the full-precision layers above it on the task loss.
 """
 
+import itertools
 import time
 
 from bitat_tf import capture, graph, nesting, report as report_lib, transforms
@@ -101,49 +102,60 @@ class _Run(Engine):
     def _layers_above(self, index):
         return self.working.layers[index + 1:]  # bottom to top: nothing above is frozen yet
 
-    # ---- one layer -----------------------------------------------------------------------------------
-    def quantize_layer(self, name, block_index):
-        """Capture, initialise, switch on and train one layer (Algorithm 1, lines 7-12)."""
-        config, layer = self.config, self.working.get_layer(name)
-        captured = self.capture(layer)
-        if not config.activation_warmup_steps:  # after a warm-up the threshold keeps its trained value
-            capture.init_threshold(layer, captured, config.threshold_init)
-        graph.weight_quantizer(layer).init_from(graph.kernel_of(layer))
-        graph.set_binary(layer, True)
-        w = capture.kernel_matrix(layer, graph.kernel_of(layer))
-        row = self.rows[name]
-        row.block, row.d_in, row.d_out = block_index, int(w.shape[0]), int(w.shape[1])
-        extra, weights = (), None
-        if self.penalty is not None:
-            x = capture.patch_matrix(layer, capture.binarized_inputs(layer, captured.raw),
-                                     max_rows=config.capture_rows, seed=config.seed)
-            p = transforms.reduction_matrix(x, config.max_groups, method=config.reduction, seed=config.seed,
-                                            kmeans_rows=config.kmeans_rows, channels=captured.raw.shape[-1])
-            s, u = transforms.pca(x @ p.T)
-            state = self.blocks.setdefault(block_index, transforms.BlockState())
-            state.expand(name, p, s, u, row.d_out)
-            row.groups, row.transform_params = int(p.shape[0]), state.size
-            row.unaggregated_params = state.unaggregated_size()
-            self.penalty.load(state, [n for _, n in self.order].index(name))
-            extra = (self.penalty.log_s, self.penalty.v)
-            weights = {"quant": config.quant_weight, "l1": config.l1_weight, "reg": config.reg_weight}
-        bn = graph.following_batchnorm(layer)
-        hist = self.fit(config.learning_rate, self.steps(config.steps_per_layer, config.epochs_per_layer),
-                        f"{name} quantize", layers=[layer] + ([bn] if bn is not None else []), extra=extra,
-                        weights=weights)
+    # ---- one stage ----------------------------------------------------------------------------------
+    def stages(self):
+        """(block index, [layer names]) per stage: one layer each, or a whole block (`stage="block"`)."""
+        if self.config.stage == "layer":
+            return [(b, [n]) for b, n in self.order]
+        return [(b, list(block)) for b, block in enumerate(self.plan.blocks)]
+
+    def quantize_stage(self, names, block_index):
+        """Capture, initialise, switch on and train the stage's layers (Algorithm 1, lines 7-12)."""
+        config, layers, extra, weights, state = self.config, [], (), None, None
+        for name in names:  # in order: each layer's input is captured with the ones below it binary
+            layer = self.working.get_layer(name)
+            captured = self.capture(layer)
+            if not config.activation_warmup_steps:  # after a warm-up the threshold keeps its trained value
+                capture.init_threshold(layer, captured, config.threshold_init)
+            graph.weight_quantizer(layer).init_from(graph.kernel_of(layer))
+            graph.set_binary(layer, True)
+            w = capture.kernel_matrix(layer, graph.kernel_of(layer))
+            row = self.rows[name]
+            row.block, row.d_in, row.d_out = block_index, int(w.shape[0]), int(w.shape[1])
+            if self.penalty is not None:  # stage="layer" (the config refuses blocks with a penalty)
+                x = capture.patch_matrix(layer, capture.binarized_inputs(layer, captured.raw),
+                                         max_rows=config.capture_rows, seed=config.seed)
+                p = transforms.reduction_matrix(x, config.max_groups, method=config.reduction, seed=config.seed,
+                                                kmeans_rows=config.kmeans_rows, channels=captured.raw.shape[-1])
+                s, u = transforms.pca(x @ p.T)
+                state = self.blocks.setdefault(block_index, transforms.BlockState())
+                state.expand(name, p, s, u, row.d_out)
+                row.groups, row.transform_params = int(p.shape[0]), state.size
+                row.unaggregated_params = state.unaggregated_size()
+                self.penalty.load(state, [n for _, n in self.order].index(name))
+                extra = (self.penalty.log_s, self.penalty.v)
+                weights = {"quant": config.quant_weight, "l1": config.l1_weight, "reg": config.reg_weight}
+            bn = graph.following_batchnorm(layer)
+            layers += [layer] + ([bn] if bn is not None else [])
+        label = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
+        hist = self.fit(config.learning_rate, len(names) * self.steps(config.steps_per_layer, config.epochs_per_layer),
+                        f"{label} quantize", layers=layers, extra=extra, weights=weights)
         if self.penalty is not None:
             self.penalty.write_back(state)
-            state.freeze(name, self.penalty.current_error())
-        row.final_terms = {k: float(v[-1]) for k, v in hist.items()}
+            state.freeze(names[0], self.penalty.current_error())
+        for name in names:
+            self.rows[name].final_terms = {k: float(v[-1]) for k, v in hist.items()}
         return hist
 
-    def finetune_above(self, name):
-        index = self.plan[name].index
+    def finetune_above(self, names):
+        """Fine-tune every layer above the stage's last layer, its budget scaled by the stage's layers."""
+        index = self.plan[names[-1]].index
         above = self._layers_above(index)
-        steps = self.steps(self.config.finetune_steps, self.config.finetune_epochs)
+        steps = len(names) * self.steps(self.config.finetune_steps, self.config.finetune_epochs)
         if not above or steps == 0:
             return {}
-        return self.fit(self.config.finetune_learning_rate, steps, f"{name} fine-tune above", layers=above)
+        label = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
+        return self.fit(self.config.finetune_learning_rate, steps, f"{label} fine-tune above", layers=above)
 
     # ---- the whole run -------------------------------------------------------------------------------
     def execute(self, checkpointer):
@@ -156,25 +168,32 @@ class _Run(Engine):
             done = checkpointer.restore(self) if checkpointer else 0
             if self.config.activation_warmup_steps:
                 self.activation_warmup(resumed=done > 0)
-            for i, (block_index, name) in enumerate(order[done:], start=done):
-                t0, timed = time.time(), len(self.timing)
-                seed_host(self.config.seed + i)  # each stage's sampling reproducible on resume
-                self.say(f"[{i + 1}/{len(order)}] {name} (block {block_index + 1}/{len(self.plan.blocks)})")
-                self.history[name] = {"quantize": self.quantize_layer(name, block_index)}
-                self.history[name]["finetune"] = self.finetune_above(name)
-                self.recalibrate(self.plan[name].index)
-                row = self.rows[name]
-                row.val_accuracy, row.seconds = self.evaluate(), time.time() - t0
-                self.elapsed += row.seconds
-                left = self.elapsed / (i + 1 - done) * (len(order) - i - 1)
+            stages = self.stages()
+            starts = list(itertools.accumulate([0] + [len(names) for _, names in stages]))
+            for i in range(starts.index(done), len(stages)):  # a checkpoint holds whole stages
+                block_index, names = stages[i]
+                t0, timed, n_done = time.time(), len(self.timing), starts[i]
+                seed_host(self.config.seed + n_done)  # each stage's sampling reproducible on resume
+                label = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]} ({len(names)} layers)"
+                self.say(f"[{n_done + len(names)}/{len(order)}] {label} (block {block_index + 1}/{len(self.plan.blocks)})")
+                quantized = self.quantize_stage(names, block_index)
+                finetuned = self.finetune_above(names)
+                for name in names:
+                    self.history[name] = {"quantize": quantized, "finetune": finetuned}
+                self.recalibrate(self.plan[names[-1]].index)
+                accuracy, seconds = self.evaluate(), time.time() - t0
+                for name in names:
+                    self.rows[name].val_accuracy, self.rows[name].seconds = accuracy, seconds / len(names)
+                self.elapsed += seconds
+                left = self.elapsed / (n_done + len(names) - done) * (len(order) - n_done - len(names))
                 stage = self.timing[timed:]
-                overhead = row.seconds - sum(t.training_seconds for t in stage)
+                overhead = seconds - sum(t.training_seconds for t in stage)
                 steps = ", ".join(f"{t.steps} x {1000 * t.seconds_per_step:.0f} ms" for t in stage)
-                self.say(f"[{i + 1}/{len(order)}] {name} done in {row.seconds:.0f}s ({steps}; overhead "
-                         f"{overhead:.1f}s): accuracy {row.val_accuracy:.4f}; elapsed {clock(time.time() - start)}"
+                self.say(f"[{n_done + len(names)}/{len(order)}] {label} done in {seconds:.0f}s ({steps}; overhead "
+                         f"{overhead:.1f}s): accuracy {accuracy:.4f}; elapsed {clock(time.time() - start)}"
                          f", left ~{clock(left)}")
                 if checkpointer:
-                    checkpointer.save(self, i + 1)
+                    checkpointer.save(self, n_done + len(names))
             self.final_phase()
             binary_accuracy = self.evaluate()
         seconds = time.time() - start

@@ -34,23 +34,23 @@ def test_resume_after_interruption_matches_uninterrupted_run(trained_cnn, data, 
     reference = bitat_tf.binarize(trained_cnn, data, config=config, verbose=0)
 
     calls = []
-    original = progressive._Run.quantize_layer
+    original = progressive._Run.quantize_stage
 
-    def dies_on_second_layer(self, name, block_index):
-        calls.append(name)
+    def dies_on_second_layer(self, names, block_index):
+        calls.extend(names)
         if len(calls) == 2:
             raise KeyboardInterrupt("simulated kill")
-        return original(self, name, block_index)
+        return original(self, names, block_index)
 
-    monkeypatch.setattr(progressive._Run, "quantize_layer", dies_on_second_layer)
+    monkeypatch.setattr(progressive._Run, "quantize_stage", dies_on_second_layer)
     with pytest.raises(KeyboardInterrupt):
         bitat_tf.binarize(trained_cnn, data, config=config, checkpoint_dir=tmp_path, verbose=0)
-    monkeypatch.setattr(progressive._Run, "quantize_layer", original)
+    monkeypatch.setattr(progressive._Run, "quantize_stage", original)
     assert (tmp_path / "LATEST").read_text() == "stage-001"
 
     resumed_names = []
-    monkeypatch.setattr(progressive._Run, "quantize_layer",
-                        lambda self, n, b: resumed_names.append(n) or original(self, n, b))
+    monkeypatch.setattr(progressive._Run, "quantize_stage",
+                        lambda self, names, b: resumed_names.extend(names) or original(self, names, b))
     resumed = bitat_tf.binarize(trained_cnn, data, config=config, checkpoint_dir=tmp_path, verbose=0)
     assert resumed_names == ["block1_b", "block2_a"]  # the finished layer is not redone
     for name, kernel in _binary_kernels(reference.model).items():

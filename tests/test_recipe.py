@@ -6,6 +6,7 @@ import pytest
 import bitat_tf
 from bitat_tf import graph, progressive
 from bitat_tf._compat import keras, tf
+from bitat_tf.errors import ConfigError
 
 CHEAP = dict(steps_per_layer=3, finetune_steps=2, max_groups=4, capture_rows=256, capture_batches=1,
              bn_recalibration_batches=2, learning_rate=3e-3)
@@ -109,15 +110,15 @@ def test_lever_values_out_of_range(kwargs, match):
 def test_activation_warmup_binarizes_every_input_first_and_keeps_its_thresholds(trained_cnn, digits_ds,
                                                                                  monkeypatch):
     seen = []
-    original = progressive._Run.quantize_layer
+    original = progressive._Run.quantize_stage
 
-    def spy(run, name, block_index):
+    def spy(run, names, block_index):
         layers = [run.working.get_layer(n) for n in run.plan.binarized]
         seen.append({"inputs": [l.input_quantizer.active for l in layers],
                      "weights": [graph.weight_quantizer(l).active for l in layers]})
-        return original(run, name, block_index)
+        return original(run, names, block_index)
 
-    monkeypatch.setattr(progressive._Run, "quantize_layer", spy)
+    monkeypatch.setattr(progressive._Run, "quantize_stage", spy)
     inits = []
     monkeypatch.setattr(progressive.capture, "init_threshold",
                         lambda layer, captured, method: inits.append(layer.name) or
@@ -133,12 +134,51 @@ def test_activation_warmup_binarizes_every_input_first_and_keeps_its_thresholds(
 
 def test_without_warmup_each_input_is_switched_on_with_its_layer(trained_cnn, digits_ds, monkeypatch):
     seen = []
-    original = progressive._Run.quantize_layer
+    original = progressive._Run.quantize_stage
 
-    def spy(run, name, block_index):
+    def spy(run, names, block_index):
         seen.append([run.working.get_layer(n).input_quantizer.active for n in run.plan.binarized])
-        return original(run, name, block_index)
+        return original(run, names, block_index)
 
-    monkeypatch.setattr(progressive._Run, "quantize_layer", spy)
+    monkeypatch.setattr(progressive._Run, "quantize_stage", spy)
     bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), config=bitat_tf.BinarizeConfig(**CHEAP), verbose=0)
     assert seen[0] == [False, False, False] and seen[1] == [True, False, False]
+
+
+def test_block_stages_quantize_a_block_together_and_freeze_all_of_it(trained_cnn, digits_ds, monkeypatch):
+    """stage="block": one quantize phase trains every layer of the block for the block's summed budget;
+    afterwards none of the block's kernels moves again (they are frozen together)."""
+    from bitat_tf import engine
+
+    phases, kernels_after = [], {}
+    fit = engine.Engine.fit
+
+    def spy(run, learning_rate, steps, label, **kwargs):
+        names = {l.name for l in kwargs["layers"]}
+        phases.append((label, steps, names))
+        history = fit(run, learning_rate, steps, label, **kwargs)
+        if label.endswith("quantize"):
+            kernels_after[label] = {n: graph.kernel_of(run.working.get_layer(n)).numpy()
+                                    for n in ("block1_a", "block1_b")}
+        return history
+
+    monkeypatch.setattr(engine.Engine, "fit", spy)
+    config = bitat_tf.BinarizeConfig(variant="sequential", stage="block", blocks=[["block1_a", "block1_b"],
+                                     ["block2_a"]], final_finetune_steps=0, **CHEAP)
+    result = bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), config=config, verbose=0)
+    quantize = [(label, steps, names) for label, steps, names in phases if label.endswith("quantize")]
+    assert [label for label, _, _ in quantize] == ["block1_a..block1_b quantize", "block2_a quantize"]
+    assert quantize[0][1] == 2 * CHEAP["steps_per_layer"] and quantize[1][1] == CHEAP["steps_per_layer"]
+    assert {"block1_a", "block1_b", "block1_a_bn", "block1_b_bn"} <= quantize[0][2]
+    for name in ("block1_a", "block1_b"):  # frozen together: the second stage left them bit-identical
+        np.testing.assert_array_equal(kernels_after["block2_a quantize"][name],
+                                      kernels_after["block1_a..block1_b quantize"][name])
+        np.testing.assert_array_equal(graph.kernel_of(result.model.get_layer(name)).numpy(),
+                                      kernels_after["block1_a..block1_b quantize"][name])
+    assert [r.val_accuracy is not None for r in result.report.layers if r.binarized] == [True] * 3
+
+
+def test_block_stages_refuse_the_per_layer_penalty():
+    with pytest.raises(ConfigError, match="stage='block' trains several layers at once"):
+        bitat_tf.BinarizeConfig(stage="block")
+    assert bitat_tf.BinarizeConfig(stage="block", quant_weight=0).stage == "block"
