@@ -101,10 +101,74 @@ def engine_table():
     record = _load("engine_speed.json")
     if not record:
         return ""
-    rows = ["**Per-stage cost** (`results/engine_speed.json`, issue 13's MobileNet case, same machine and sitting):\n",
-            "| engine | commit | seconds | seconds a layer |", "|---|---|---|---|"]
+    rows = ["**Per-stage cost** (`results/engine_speed.json`, issue 13's MobileNet case: 13 layers, one step each; "
+            "same machine and sitting):\n", "| engine | commit | seconds | seconds a layer |", "|---|---|---|---|"]
+    steps = []
     for label, r in record.items():
+        if "seconds_per_step" in r:
+            steps.append((label, r))
+            continue
         rows.append(f"| {label} | {str(r['commit'])[:7]} | {min(r['seconds']):.1f} | {r['seconds_per_layer']:.2f} |")
+    if steps:
+        rows += ["", "**Seconds a step on the standard model** (`results/engine_speed.json`, `python benchmarks/"
+                 "engine_speed.py --case steps`; ReActNet-A twin width 0.25, batch 128; median of each phase's "
+                 "median after warm-up):\n",
+                 "| engine | quantize step | fine-tune-above step | end-to-end STE step | progressive / STE |",
+                 "|---|---|---|---|---|"]
+        for label, r in steps:
+            t = r["seconds_per_step"]
+            rows.append(f"| {label} | {1000 * t['quantize']:.0f} ms | {1000 * t['fine-tune above']:.0f} ms | "
+                        f"{1000 * t['end-to-end STE']:.0f} ms | {r['progressive_mean_vs_end_to_end']:.2f}x |")
+    standard = _load("engine_standard", "summary.json")
+    if standard:
+        rows += ["", "**Where a standard run's time goes** (`results/engine_standard/summary.json`; wall time of "
+                 "binarization, steps x median seconds a step, and the rest):\n",
+                 "| method | wall | training | overhead | overhead share | s/step by phase |", "|---|---|---|---|---|---|"]
+        for name, m in standard["methods"].items():
+            timing = m.get("timing") or {}
+            if not timing:
+                continue
+            phases = ", ".join(f"{k} {1000 * v['seconds_per_step']:.0f} ms" for k, v in timing["phases"].items()
+                               if v.get("seconds_per_step"))
+            rows.append(f"| {m['label']} | {timing['wall_seconds']:.0f} s | {timing['training_seconds']:.0f} s | "
+                        f"{timing['overhead_seconds']:.0f} s | {100 * timing['overhead_seconds'] / timing['wall_seconds']:.0f}% | "
+                        f"{phases} |")
+    return "\n".join(rows)
+
+
+def deployment_table():
+    record = _load("deployment.json")
+    if not record:
+        return ""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("deployment", os.path.join(ROOT, "benchmarks", "deployment.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cpu = record.get("machine", {}) if isinstance(record.get("machine"), dict) else {}
+    return (f"**What ships** (`results/deployment.json`, `{record['command']}`; LCE's interpreter on this x86 CPU "
+            f"({cpu.get('cpu_model', record.get('cpu_model', '?'))}), one image a call, median after warm-up; "
+            "agreement is with the Keras model the file came from):\n\n" + module.table(record))
+
+
+def budgets_table():
+    record = _load("budgets_quick", "budgets.json")
+    if not record:
+        return ""
+    methods = list(record["curves"])
+    rows = ["**Accuracy against time, quick mode** (`results/budgets_quick/budgets.json`, `python benchmarks/"
+            "budgets.py --mode quick`; each method at its best learning-rate scale from the trials; test top-1 "
+            "read off each method's curve at the ReActNet-style run's wall time, `-` outside a curve's span):\n",
+            "| at the time of | seconds | " + " | ".join(record["labels"][m] for m in methods) + " |",
+            "|---|---|" + "---|" * len(methods)]
+    for row in record["equal_time"]:
+        cells = [_pct(row["methods"].get(m, {}).get("test_accuracy")) for m in methods]
+        rows.append(f"| {row['reference']} | {row['seconds']:.0f} | " + " | ".join(cells) + " |")
+    rows += ["", "| method | budget | steps | seconds | val top-1 | test top-1 |", "|---|---|---|---|---|---|"]
+    for m in methods:
+        for p in record["curves"][m]:
+            rows.append(f"| {record['labels'][m]} | x{p['budget']:g} | {p['budget_steps']:,} | {p['seconds']:.0f} | "
+                        f"{_pct(p['val_accuracy'])} | {_pct(p['test_accuracy'])} |")
     return "\n".join(rows)
 
 
@@ -128,7 +192,8 @@ def table():
             f"{fig['transform_params']:,} / {fig['unaggregated_params']:,} ({100 * ratio:.2f}%)" if ratio else "-",
             f"{export['lce_bconv2d']} of {export['binarized_convolutions']}" if export else "-",
             _pct(export.get("top1_agreement")) if export else "-", sizes]) + " |")
-    parts = ("\n".join(rows), bench_tables(), trials_table(), engine_table(), applications_table(), memory_table())
+    parts = ("\n".join(rows), bench_tables(), trials_table(), budgets_table(), engine_table(), deployment_table(),
+             applications_table(), memory_table())
     return "\n\n".join(part for part in parts if part)
 
 
