@@ -69,7 +69,8 @@ def best_scales(mode):
 
 def curves_on_disk(out):
     curves = {}
-    for method in sorted(os.listdir(out)) if os.path.isdir(out) else []:
+    methods = [m for m in sorted(os.listdir(out)) if os.path.isdir(os.path.join(out, m))] if os.path.isdir(out) else []
+    for method in methods:
         for name in os.listdir(os.path.join(out, method)):
             path = os.path.join(out, method, name, f"{method}.json")
             if name.startswith("x") and os.path.exists(path):
@@ -78,7 +79,8 @@ def curves_on_disk(out):
                 curves.setdefault(method, []).append({
                     "budget": float(name[1:]), "budget_steps": figures["budget_steps"],
                     "seconds": figures["binarize_seconds"], "val_accuracy": figures["val_accuracy"],
-                    "test_accuracy": figures["test_accuracy"]})
+                    "test_accuracy": figures["test_accuracy"],
+                    "learning_rate": (figures.get("config") or {}).get("learning_rate")})
     for points in curves.values():
         points.sort(key=lambda p: p["seconds"])
     return curves
@@ -105,6 +107,8 @@ def write_summary(out, mode, scales):
             row["methods"][method] = {key: at_time(points, ref["seconds"], key)
                                       for key in ("val_accuracy", "test_accuracy")}
         comparisons.append(row)
+    # Each point records the learning rate it ran with; the scales are the trials' best when this summary
+    # was written (a later trial can move them).
     summary = {"mode": mode, "learning_rate_scales": {m: scales.get(m) for m in curves}, "curves": curves,
                "equal_time": comparisons, "labels": {m: bench.LABELS[m] for m in curves},
                "command": "python benchmarks/budgets.py " + " ".join(sys.argv[1:]), **runinfo.provenance()}

@@ -41,3 +41,19 @@ def test_trials_summary_keeps_every_trial_on_disk(tmp_path):
     assert summary["methods"]["reactnet"]["best_scale"] == "2"
     assert math.isclose(summary["methods"]["reactnet"]["best_val_accuracy"], 0.45)
     assert list(summary["methods"]["ste"]["trials"]) == ["2"]
+
+
+def test_budget_summary_reads_every_method_folder_beside_its_own_files(tmp_path):
+    """A second invocation (other methods, other budgets) must summarise everything on disk, its own
+    budgets.json and plot included in the folder."""
+    for method, budget, seconds in (("reactnet", 1, 100.0), ("reactnet", 2, 200.0), ("ste", 1, 120.0)):
+        folder = tmp_path / method / f"x{budget}"
+        folder.mkdir(parents=True)
+        figures = {"budget_steps": 10 * budget, "binarize_seconds": seconds, "val_accuracy": 0.4,
+                   "test_accuracy": 0.5}
+        (folder / f"{method}.json").write_text(json.dumps({"figures": figures}))
+    (tmp_path / "budgets.json").write_text("{}")
+    summary = budgets.write_summary(str(tmp_path), "quick", {"reactnet": "4", "ste": "8"})
+    assert set(summary["curves"]) == {"reactnet", "ste"}
+    assert [row["reference"] for row in summary["equal_time"]] == ["reactnet at x1", "reactnet at x2"]
+    assert summary["equal_time"][0]["methods"]["ste"]["test_accuracy"] is None  # 100 s is before STE's point
