@@ -102,22 +102,24 @@ def engine_table():
     if not record:
         return ""
     rows = ["**Per-stage cost** (`results/engine_speed.json`, issue 13's MobileNet case: 13 layers, one step each; "
-            "same machine and sitting):\n", "| engine | commit | seconds | seconds a layer |", "|---|---|---|---|"]
+            "compare rows measured in the same sitting only):\n",
+            "| engine | commit | measured | seconds | seconds a layer |", "|---|---|---|---|---|"]
     steps = []
     for label, r in record.items():
         if "seconds_per_step" in r:
             steps.append((label, r))
             continue
-        rows.append(f"| {label} | {str(r['commit'])[:7]} | {min(r['seconds']):.1f} | {r['seconds_per_layer']:.2f} |")
+        rows.append(f"| {label} | {str(r['commit'])[:7]} | {r.get('measured_at', '?')} | {min(r['seconds']):.1f} | "
+                    f"{r['seconds_per_layer']:.2f} |")
     if steps:
         rows += ["", "**Seconds a step on the standard model** (`results/engine_speed.json`, `python benchmarks/"
                  "engine_speed.py --case steps`; ReActNet-A twin width 0.25, batch 128; median of each phase's "
                  "median after warm-up):\n",
-                 "| engine | quantize step | fine-tune-above step | end-to-end STE step | progressive / STE |",
-                 "|---|---|---|---|---|"]
+                 "| engine | measured | quantize step | fine-tune-above step | end-to-end STE step | progressive / STE |",
+                 "|---|---|---|---|---|---|"]
         for label, r in steps:
             t = r["seconds_per_step"]
-            rows.append(f"| {label} | {1000 * t['quantize']:.0f} ms | {1000 * t['fine-tune above']:.0f} ms | "
+            rows.append(f"| {label} | {r.get('measured_at', '?')} | {1000 * t['quantize']:.0f} ms | {1000 * t['fine-tune above']:.0f} ms | "
                         f"{1000 * t['end-to-end STE']:.0f} ms | {r['progressive_mean_vs_end_to_end']:.2f}x |")
     standard = _load("engine_standard", "summary.json")
     if standard:
