@@ -2,6 +2,7 @@
 
     python benchmarks/budgets.py --mode quick                                  # default methods and budgets
     python benchmarks/budgets.py --mode quick --methods reactnet,bitat_e2e --budgets 0.5,1,2
+    python benchmarks/budgets.py --mode standard --scales-from quick --budgets 1,2,0.5
 
 A budget factor scales the mode's steps per layer and fine-tune steps, so the whole step budget that every
 method shares (`benchmarks/run.py`) scales with it. Each method runs at its best learning-rate scale from
@@ -37,13 +38,15 @@ def main(argv=None):
     p.add_argument("--methods", default="reactnet,ste,bitat_e2e,bitat_act_e2e")
     p.add_argument("--budgets", default="0.5,1,2", help="factors on the mode's step budget")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scales-from", help="the trials' mode whose best learning-rate scales to use (default: "
+                   "--mode; trials run in quick mode, the README's figures in standard mode)")
     p.add_argument("--out", help="default: results/budgets_<mode>")
     p.add_argument("--summary-only", action="store_true", help="rewrite the summary from what is on disk")
     args = p.parse_args(argv)
     out = args.out or os.path.join(ROOT, "results", f"budgets_{args.mode}")
     methods = [m for m in args.methods.split(",") if m]
     budgets = [float(b) for b in args.budgets.split(",")]
-    scales = best_scales(args.mode)
+    scales = best_scales(args.scales_from or args.mode)
     mode = bench.MODES[args.mode]
     if not args.summary_only:
         for budget in budgets:  # every method at one budget before the next: a partial set is still a comparison
@@ -55,7 +58,7 @@ def main(argv=None):
                                  f"--steps-per-layer={max(1, round(mode['steps_per_layer'] * budget))}",
                                  f"--finetune-steps={round(mode['finetune_steps'] * budget)}",
                                  "--out", os.path.join(out, method, f"x{budget:g}")])
-    write_summary(out, args.mode, scales)
+    write_summary(out, args.mode, scales, scales_from=args.scales_from or args.mode)
     return 0
 
 
@@ -96,7 +99,7 @@ def at_time(points, seconds, key):
     return exact[0] if exact else None
 
 
-def write_summary(out, mode, scales):
+def write_summary(out, mode, scales, scales_from=None):
     from bitat_tf import runinfo
 
     curves = curves_on_disk(out)
@@ -109,7 +112,8 @@ def write_summary(out, mode, scales):
         comparisons.append(row)
     # Each point records the learning rate it ran with; the scales are the trials' best when this summary
     # was written (a later trial can move them).
-    summary = {"mode": mode, "learning_rate_scales": {m: scales.get(m) for m in curves}, "curves": curves,
+    summary = {"mode": mode, "learning_rate_scales": {m: scales.get(m) for m in curves},
+               "learning_rate_scales_from": f"results/trials_{scales_from or mode}/trials.json", "curves": curves,
                "equal_time": comparisons, "labels": {m: bench.LABELS[m] for m in curves},
                "command": "python benchmarks/budgets.py " + " ".join(sys.argv[1:]), **runinfo.provenance()}
     os.makedirs(out, exist_ok=True)

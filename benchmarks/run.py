@@ -128,7 +128,7 @@ def _rss_mb():
 
 def worker(args):
     import bitat_tf
-    from bitat_tf import data, fp_training, zoo
+    from bitat_tf import data, fp_training, runinfo, zoo
     from bitat_tf.fp_training import accuracy_of
 
     train, val, test = data.cifar10_splits(train_limit=args.train_limit, data_dir=args.data_dir,
@@ -178,6 +178,7 @@ def worker(args):
         "transform_params": result.report.transform_params,
         "unaggregated_params": result.report.unaggregated_params,
         "per_layer_val_accuracy": {r.name: r.val_accuracy for r in result.report.layers if r.binarized},
+        "timing": result.report.timing, **runinfo.cpu(),
     }
     if args.export and args.worker == "bitat":
         from bitat_tf import export
@@ -224,6 +225,27 @@ def _run_worker(args, name, path, argv):
     with open(path) as f:
         stored = json.load(f)
     print(f"== {name}: done in {time.time() - start:.0f}s", flush=True)
+    return stored
+
+
+def _full_precision(args, argv):
+    """The full-precision figures: they depend only on the recipe, so one evaluation serves every
+    invocation that shares it (budget and learning-rate runs each have their own output folder)."""
+    shared = os.path.join(args.cache_dir, f"{recipe(args)}.fp.json")
+    path = os.path.join(args.out, "fp.json")
+    if not os.path.exists(path) and os.path.exists(shared):
+        with open(shared) as f:
+            stored = json.load(f)
+        print(f"== fp: reusing {os.path.relpath(shared, ROOT)}", flush=True)
+        stored["settings"] = settings(args)
+        with open(path, "w") as f:
+            json.dump(stored, f, indent=2, default=str)
+        return stored
+    stored = _run_worker(args, "fp", path, argv)
+    if stored is not None:
+        os.makedirs(args.cache_dir, exist_ok=True)
+        with open(shared, "w") as f:
+            json.dump(stored, f, indent=2, default=str)
     return stored
 
 
@@ -301,7 +323,7 @@ def main(argv=None):
         os.replace(path + ".tmp", path)
         return 0
     start = time.time()
-    fp = _run_worker(args, "fp", os.path.join(args.out, "fp.json"), argv)
+    fp = _full_precision(args, argv)
     if fp is None:
         return 1
     results = {}

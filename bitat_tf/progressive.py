@@ -181,7 +181,8 @@ class _Run(Engine):
                 for name in names:
                     self.history[name] = {"quantize": quantized, "finetune": finetuned}
                 self.recalibrate(self.plan[names[-1]].index)
-                accuracy, seconds = self.evaluate(), time.time() - t0
+                accuracy = self.evaluate() if self._measures_after(stages, i) else None
+                seconds = time.time() - t0
                 for name in names:
                     self.rows[name].val_accuracy, self.rows[name].seconds = accuracy, seconds / len(names)
                 self.elapsed += seconds
@@ -189,9 +190,9 @@ class _Run(Engine):
                 stage = self.timing[timed:]
                 overhead = seconds - sum(t.training_seconds for t in stage)
                 steps = ", ".join(f"{t.steps} x {1000 * t.seconds_per_step:.0f} ms" for t in stage)
+                measured = "" if accuracy is None else f": accuracy {accuracy:.4f}"
                 self.say(f"[{n_done + len(names)}/{len(order)}] {label} done in {seconds:.0f}s ({steps}; overhead "
-                         f"{overhead:.1f}s): accuracy {accuracy:.4f}; elapsed {clock(time.time() - start)}"
-                         f", left ~{clock(left)}")
+                         f"{overhead:.1f}s){measured}; elapsed {clock(time.time() - start)}, left ~{clock(left)}")
                 if checkpointer:
                     checkpointer.save(self, n_done + len(names))
             self.final_phase()
@@ -204,6 +205,14 @@ class _Run(Engine):
         self.say(f"bitat_tf: accuracy full precision {fp_accuracy:.4f} -> binary {report.binary_accuracy:.4f}"
                  f" ({self.split}); {clock(report.seconds)}, overhead {report.timing['overhead_seconds']:.0f}s")
         return BinarizeResult(self.working, report, self.history)
+
+    def _measures_after(self, stages, i):
+        """Whether accuracy is measured after stage i (`evaluate_every`); the last stage is measured at the
+        end of the run anyway."""
+        every = self.config.evaluate_every
+        if every == "layer":
+            return True
+        return every == "block" and (i + 1 == len(stages) or stages[i + 1][0] != stages[i][0])
 
     def activation_warmup(self, *, resumed):
         """Binarize every chosen layer's input (weights real) and train the whole network briefly.

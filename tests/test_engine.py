@@ -13,8 +13,9 @@ CHEAP = dict(steps_per_layer=3, finetune_steps=2, max_groups=4, capture_rows=256
 
 
 def test_no_stage_after_the_first_traces_anything(trained_cnn, digits_ds, monkeypatch):
-    """Train and test steps are traced in the first stage (the first evaluation traces twice while Keras
-    creates its metric variables) and never again, however many stages follow."""
+    """Train and test steps are traced once each, in the first stage, however many stages follow. (Keras
+    creates its metric variables inside the first trace, which makes TensorFlow trace again; the engine
+    builds them before.)"""
     from bitat_tf import engine
 
     phases, traces = [], []
@@ -39,7 +40,20 @@ def test_no_stage_after_the_first_traces_anything(trained_cnn, digits_ds, monkey
     bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), validation_data=digits_ds[1], config=config, verbose=0)
     assert len(phases) == 7  # three quantize stages, three fine-tunes above, a final phase
     assert [t for t in traces if t[0] == "train"] == [("train", 1)]
-    assert all(phase <= 1 for kind, phase in traces if kind == "test"), traces
+    assert [t for t in traces if t[0] == "test"] == [("test", 0)], traces  # the full-precision evaluation
+
+
+@pytest.mark.parametrize("every, measured", [("layer", [True, True, True]), ("block", [False, True, True]),
+                                             ("end", [False, False, False])])
+def test_accuracy_is_measured_where_evaluate_every_says(trained_cnn, digits_ds, every, measured):
+    """make_cnn's blocks: block1 = (block1_a, block1_b), block2 = (block2_a,)."""
+    config = bitat_tf.BinarizeConfig(evaluate_every=every, **CHEAP)
+    result = bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), validation_data=digits_ds[1], config=config,
+                               verbose=0)
+    rows = [r for r in result.report.layers if r.binarized]
+    assert [r.name for r in rows] == ["block1_a", "block1_b", "block2_a"]
+    assert [r.val_accuracy is not None for r in rows] == measured
+    assert result.report.binary_accuracy is not None
 
 
 def test_run_penalty_equals_the_stage_penalty_of_the_block(trained_cnn):
