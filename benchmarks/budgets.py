@@ -83,6 +83,7 @@ def curves_on_disk(out):
                     "budget": float(name[1:]), "budget_steps": figures["budget_steps"],
                     "seconds": figures["binarize_seconds"], "val_accuracy": figures["val_accuracy"],
                     "test_accuracy": figures["test_accuracy"],
+                    "overhead_seconds": (figures.get("timing") or {}).get("overhead_seconds"),
                     "learning_rate": (figures.get("config") or {}).get("learning_rate")})
     for points in curves.values():
         points.sort(key=lambda p: p["seconds"])
@@ -115,7 +116,7 @@ def write_summary(out, mode, scales, scales_from=None):
     summary = {"mode": mode, "learning_rate_scales": {m: scales.get(m) for m in curves},
                "learning_rate_scales_from": f"results/trials_{scales_from or mode}/trials.json", "curves": curves,
                "equal_time": comparisons, "labels": {m: bench.LABELS[m] for m in curves},
-               "command": "python benchmarks/budgets.py " + " ".join(sys.argv[1:]), **runinfo.provenance()}
+               "command": _commands(curves, mode, scales_from), **runinfo.provenance()}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "budgets.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)
@@ -125,6 +126,17 @@ def write_summary(out, mode, scales, scales_from=None):
         cells = ", ".join(f"{m} {_pct(v['test_accuracy'])}" for m, v in row["methods"].items())
         print(f"at {row['seconds']:.0f} s ({row['reference']}): test {cells}")
     return summary
+
+
+def _commands(curves, mode, scales_from):
+    """Commands that regenerate the curves on disk (each run resumes; methods grouped by their budgets)."""
+    groups = {}
+    for method, points in curves.items():
+        groups.setdefault(",".join(f"{p['budget']:g}" for p in sorted(points, key=lambda p: p["budget"])),
+                          []).append(method)
+    source = f" --scales-from {scales_from}" if scales_from and scales_from != mode else ""
+    return "; ".join(f"python benchmarks/budgets.py --mode {mode}{source} --methods {','.join(methods)} "
+                     f"--budgets {budgets}" for budgets, methods in groups.items())
 
 
 def _pct(value):
