@@ -49,7 +49,7 @@ def measure(name, size, transfer):
     rng = np.random.default_rng(0)
     data = tf.data.Dataset.from_tensor_slices((rng.random((64, size, size, 3), np.float32),
                                                rng.integers(0, 10, 64))).batch(32)
-    config = bitat_tf.BinarizeConfig(steps_per_layer=1, finetune_steps=0, bn_recalibration_batches=1,
+    config = bitat_tf.BinarizeConfig.paper(steps_per_layer=1, finetune_steps=0, bn_recalibration_batches=1,
                                       capture_batches=1)
     row = {"model": name, "transfer": transfer, "input": size}
     start = time.time()

@@ -101,7 +101,7 @@ def mobilenet(args):
     rng = np.random.default_rng(0)
     images = tf.data.Dataset.from_tensor_slices((rng.random((256, 32, 32, 3), np.float32),
                                                  rng.integers(0, 10, 256))).batch(32)
-    binary = bitat_tf.binarize(model, images, config=bitat_tf.BinarizeConfig(steps_per_layer=1, finetune_steps=0),
+    binary = bitat_tf.binarize(model, images, config=bitat_tf.BinarizeConfig.paper(steps_per_layer=1, finetune_steps=0),
                                verbose=0).model
     return model, binary, images, images
 

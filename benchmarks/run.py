@@ -157,7 +157,7 @@ def worker(args):
             extra["final_learning_rate"] = args.baseline_learning_rate
         if args.distill_weight is not None and "distill_weight" in extra:
             extra["distill_weight"] = args.distill_weight
-        config = bitat_tf.BinarizeConfig(
+        config = bitat_tf.BinarizeConfig.paper(
             steps_per_layer=steps_per_layer, finetune_steps=finetune_steps,
             learning_rate=args.learning_rate, finetune_learning_rate=args.finetune_learning_rate,
             blocks=zoo.reactnet_a_blocks(model), capture_batches=args.capture_batches,

@@ -44,29 +44,36 @@ def _load_tensorflow_quietly():
 
 
 def _config_arguments(parser):
-    group = parser.add_argument_group("BiTAT configuration (see bitat_tf.BinarizeConfig)")
-    group.add_argument("--variant", default="bitat")
-    group.add_argument("--max-groups", type=int, default=32)
-    group.add_argument("--quant-weight", type=float, default=1.0)
-    group.add_argument("--epochs-per-layer", type=float, default=1.0)
-    group.add_argument("--finetune-epochs", type=float, default=0.5)
+    group = parser.add_argument_group("BiTAT configuration (see bitat_tf.BinarizeConfig; unset = its default)")
+    group.add_argument("--paper", action="store_true",
+                       help="Algorithm 1 as published (BinarizeConfig.paper): the pass alone, no distillation, "
+                            "no last phase")
+    group.add_argument("--variant")
+    group.add_argument("--max-groups", type=int)
+    group.add_argument("--quant-weight", type=float)
+    group.add_argument("--epochs-per-layer", type=float)
+    group.add_argument("--finetune-epochs", type=float)
     group.add_argument("--steps-per-layer", type=int)
     group.add_argument("--finetune-steps", type=int)
-    group.add_argument("--final-finetune-epochs", type=float, default=0.0)
-    group.add_argument("--learning-rate", type=float, default=1e-3)
+    group.add_argument("--final-finetune-epochs", type=_epochs_or_pass, help='epochs, or "pass" (as long as the pass)')
+    group.add_argument("--learning-rate", type=float)
     group.add_argument("--seed", type=int, default=0)
+
+
+def _epochs_or_pass(text):
+    return text if text == "pass" else float(text)
+
+
+_CONFIG_FIELDS = ("variant", "max_groups", "quant_weight", "epochs_per_layer", "finetune_epochs", "steps_per_layer",
+                  "finetune_steps", "final_finetune_epochs", "learning_rate", "seed")
 
 
 def _config_from(args, **overrides):
     import bitat_tf
 
-    fields = dict(variant=args.variant, max_groups=args.max_groups, quant_weight=args.quant_weight,
-                  epochs_per_layer=args.epochs_per_layer, finetune_epochs=args.finetune_epochs,
-                  steps_per_layer=args.steps_per_layer, finetune_steps=args.finetune_steps,
-                  final_finetune_epochs=args.final_finetune_epochs, learning_rate=args.learning_rate,
-                  seed=args.seed)
+    fields = {k: getattr(args, k) for k in _CONFIG_FIELDS if getattr(args, k, None) is not None}
     fields.update(overrides)
-    return bitat_tf.BinarizeConfig(**fields)
+    return (bitat_tf.BinarizeConfig.paper if args.paper else bitat_tf.BinarizeConfig)(**fields)
 
 
 def _write_outputs(result, args):
@@ -93,7 +100,7 @@ def run_demo(args):
     model, info = fp_training.train_full_precision(model, train, epochs=args.fp_epochs, learning_rate=3e-3,
                                                    validation_data=test, verbose=0)
     print(f"full-precision small CNN trained in {info['seconds']:.0f}s")
-    config = _config_from(args, learning_rate=args.learning_rate if args.learning_rate != 1e-3 else 3e-3)
+    config = _config_from(args)
     result = bitat_tf.binarize(model, train, validation_data=test, config=config,
                                checkpoint_dir=args.checkpoint_dir, verbose=args.verbose)
     print(result.report.to_markdown())
@@ -158,8 +165,9 @@ def build_parser():
         command.add_argument("--checkpoint-dir", help="resume from / save to this folder after each layer")
         command.add_argument("--report", help="write the report as JSON here")
         command.add_argument("--verbose", type=int, default=1)
-    # digits has 22 batches an epoch: a few epochs per layer still take seconds
-    demo.set_defaults(epochs_per_layer=3.0, finetune_epochs=1.0, max_groups=16)
+    # digits has 22 batches an epoch: a few epochs per layer still take seconds (and as many again in the
+    # default recipe's last phase)
+    demo.set_defaults(epochs_per_layer=1.5, finetune_epochs=0.5, max_groups=16)
 
     try:
         from bitat_tf import export

@@ -18,6 +18,9 @@ VARIANTS = {
 THRESHOLD_INITS = ("mean", "median", "zero")
 FINAL_PHASES = ("finetune", "end_to_end")
 STAGES = ("layer", "block")
+# Algorithm 1 as published: the pass alone, task loss only, the budgets and step sizes we started from.
+PAPER = dict(epochs_per_layer=1.0, finetune_epochs=0.5, final_finetune_epochs=0.0, final_phase="finetune",
+             final_learning_rate=None, distill_weight=0.0, learning_rate=1e-3, finetune_learning_rate=5e-4)
 EVALUATE_EVERY = ("layer", "block", "end")
 
 
@@ -28,6 +31,11 @@ def _check(ok, name, value, must, owner="BinarizeConfig"):
 
 class BinarizeConfig:
     """Configuration of `bitat_tf.binarize`; keyword-only, validated in `__init__`.
+
+    The defaults are the recipe our measurements found best among those built on BiTAT's progressive
+    pass (README, "Results"): the pass with distillation in every stage on half the budget, then the same
+    number of steps of end-to-end training with distillation, the pass serving as a warm start (beyond the
+    paper). `BinarizeConfig.paper(**overrides)` is Algorithm 1 as published: the pass alone, task loss only.
 
     # Arguments
         variant: "bitat" (full method: PCA transforms, cross-layer blocks, k-means aggregation),
@@ -45,7 +53,8 @@ class BinarizeConfig:
         steps_per_layer / finetune_steps: the same budgets in optimizer steps; when given they replace the
             epoch budgets.
         final_finetune_epochs / final_finetune_steps: the budget of a last phase after the progressive pass
-            (0 = none; steps, when given, replace epochs).
+            (0 = none; steps, when given, replace epochs). `final_finetune_epochs="pass"` gives it as many
+            steps as the pass's quantize and fine-tune phases took together (the default).
         final_phase: what that phase trains. "finetune": every parameter that is not a frozen binary kernel
             (BatchNorms, PReLUs, thresholds beta and scales alpha of the binary layers, the full-precision
             layers); the signs of the binary kernels stay bit-identical. "end_to_end" (beyond the paper):
@@ -93,20 +102,20 @@ class BinarizeConfig:
         quant_weight=1.0,
         l1_weight=0.0,
         reg_weight=1.0,
-        epochs_per_layer=1.0,
-        finetune_epochs=0.5,
+        epochs_per_layer=0.5,
+        finetune_epochs=0.25,
         steps_per_layer=None,
         finetune_steps=None,
-        final_finetune_epochs=0.0,
+        final_finetune_epochs="pass",
         final_finetune_steps=None,
-        final_phase="finetune",
-        final_learning_rate=None,
-        distill_weight=0.0,
+        final_phase="end_to_end",
+        final_learning_rate=4e-3,
+        distill_weight=1.0,
         activation_warmup_steps=0,
         stage="layer",
         evaluate_every="block",
-        learning_rate=1e-3,
-        finetune_learning_rate=5e-4,
+        learning_rate=1.2e-2,
+        finetune_learning_rate=2e-3,
         blocks="auto",
         binarize_first=False,
         binarize_last=False,
@@ -128,9 +137,10 @@ class BinarizeConfig:
         for name, value in (("quant_weight", quant_weight), ("l1_weight", l1_weight),
                             ("reg_weight", reg_weight)):
             _check(_is_real(value) and value >= 0, name, value, "a finite number >= 0")
-        for name, value in (("epochs_per_layer", epochs_per_layer), ("finetune_epochs", finetune_epochs),
-                            ("final_finetune_epochs", final_finetune_epochs)):
+        for name, value in (("epochs_per_layer", epochs_per_layer), ("finetune_epochs", finetune_epochs)):
             _check(_is_real(value) and value >= 0, name, value, "a finite number of epochs >= 0")
+        _check(final_finetune_epochs == "pass" or (_is_real(final_finetune_epochs) and final_finetune_epochs >= 0),
+               "final_finetune_epochs", final_finetune_epochs, 'a finite number of epochs >= 0 or "pass"')
         for name, value in (("steps_per_layer", steps_per_layer), ("finetune_steps", finetune_steps),
                             ("final_finetune_steps", final_finetune_steps),
                             ("activation_warmup_steps", activation_warmup_steps)):
@@ -170,7 +180,7 @@ class BinarizeConfig:
         self.finetune_epochs = float(finetune_epochs)
         self.steps_per_layer = steps_per_layer
         self.finetune_steps = finetune_steps
-        self.final_finetune_epochs = float(final_finetune_epochs)
+        self.final_finetune_epochs = "pass" if final_finetune_epochs == "pass" else float(final_finetune_epochs)
         self.final_finetune_steps = final_finetune_steps
         self.final_phase = final_phase
         self.final_learning_rate = None if final_learning_rate is None else float(final_learning_rate)
@@ -195,6 +205,12 @@ class BinarizeConfig:
         self.bn_recalibration_batches = int(bn_recalibration_batches)
         self.seed = int(seed)
         self.loss = loss
+
+    @classmethod
+    def paper(cls, **overrides):
+        """Algorithm 1 as published: the progressive pass alone on the task loss (no distillation, no last
+        phase), 1 epoch a layer and half an epoch of fine-tuning above it; `overrides` as in `__init__`."""
+        return cls(**{**PAPER, **overrides})
 
     # The variant decides these three; they are read-only views so a config cannot contradict itself.
     @property

@@ -64,7 +64,7 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
         return EndToEndRun(model, plan, dataset, validation_data, config, steps_per_epoch, sparse,
                            verbose).execute()
     if steps_per_epoch is None and (config.steps_per_layer is None or config.finetune_steps is None or (
-            config.final_finetune_steps is None and config.final_finetune_epochs > 0)):
+            config.final_finetune_steps is None and config.final_finetune_epochs not in ("pass", 0.0))):
         raise ConfigError("the dataset repeats forever, so epoch budgets are undefined: set "
                           "steps_per_layer, finetune_steps (and final_finetune_steps for a last phase) in "
                           "BinarizeConfig.")
@@ -206,6 +206,15 @@ class _Run(Engine):
                  f" ({self.split}); {clock(report.seconds)}, overhead {report.timing['overhead_seconds']:.0f}s")
         return BinarizeResult(self.working, report, self.history)
 
+    def pass_steps(self):
+        """Optimizer steps of the progressive pass: every stage's quantize and fine-tune-above phases."""
+        config, total = self.config, 0
+        for _, names in self.stages():
+            total += len(names) * self.steps(config.steps_per_layer, config.epochs_per_layer)
+            if self._layers_above(self.plan[names[-1]].index):
+                total += len(names) * self.steps(config.finetune_steps, config.finetune_epochs)
+        return total
+
     def _measures_after(self, stages, i):
         """Whether accuracy is measured after stage i (`evaluate_every`); the last stage is measured at the
         end of the run anyway."""
@@ -239,7 +248,10 @@ class _Run(Engine):
     def final_phase(self):
         """After the pass: fine-tune all but the frozen binary kernels, or (end_to_end) everything."""
         config = self.config
-        steps = self.steps(config.final_finetune_steps, config.final_finetune_epochs)
+        if config.final_finetune_steps is None and config.final_finetune_epochs == "pass":
+            steps = self.pass_steps()
+        else:
+            steps = self.steps(config.final_finetune_steps, config.final_finetune_epochs)
         if steps <= 0:
             return
         end_to_end = config.final_phase == "end_to_end"

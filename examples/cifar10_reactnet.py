@@ -72,7 +72,7 @@ def main(argv=None):
     how = "cached" if fp["cached"] else f"trained in {fp['seconds']:.0f}s"
     print(f"full precision: test accuracy {fp['accuracy']:.4f} ({how})", flush=True)
 
-    config = bitat_tf.BinarizeConfig(
+    config = bitat_tf.BinarizeConfig.paper(
         variant=args.variant, max_groups=args.max_groups, quant_weight=args.quant_weight,
         epochs_per_layer=args.epochs_per_layer, finetune_epochs=args.finetune_epochs,
         steps_per_layer=args.steps_per_layer, finetune_steps=args.finetune_steps,

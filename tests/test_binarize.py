@@ -14,7 +14,7 @@ QUICK = dict(steps_per_layer=44, finetune_steps=22, learning_rate=3e-3, max_grou
 def result(trained_cnn, digits_ds):
     train, test = digits_ds
     return bitat_tf.binarize(trained_cnn, train, validation_data=test,
-                             config=bitat_tf.BinarizeConfig(**QUICK), verbose=0)
+                             config=bitat_tf.BinarizeConfig.paper(**QUICK), verbose=0)
 
 
 def test_binarized_kernels_take_exactly_plus_minus_alpha_per_channel(result):
@@ -87,7 +87,7 @@ def test_saved_binary_model_loads_with_custom_objects(result, tmp_path):
 @pytest.mark.parametrize("variant", ["sequential", "cross", "filterwise", "svd"])
 def test_every_variant_runs(trained_cnn, digits_ds, variant):
     train, _ = digits_ds
-    config = bitat_tf.BinarizeConfig(variant=variant, **{**QUICK, "steps_per_layer": 2, "finetune_steps": 0},
+    config = bitat_tf.BinarizeConfig.paper(variant=variant, **{**QUICK, "steps_per_layer": 2, "finetune_steps": 0},
                                      keep_full_precision=["block2_a"])
     result = bitat_tf.binarize(trained_cnn, train.take(4), config=config, verbose=0)
     rows = {r.name: r for r in result.report.layers}

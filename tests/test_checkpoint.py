@@ -30,7 +30,7 @@ def data(digits):
 @pytest.mark.parametrize("extra", [{}, {"activation_warmup_steps": 4}], ids=["paper", "activation_warmup"])
 def test_resume_after_interruption_matches_uninterrupted_run(trained_cnn, data, tmp_path, monkeypatch, extra):
     """With a warm-up, the resumed run must not redo it, yet binarize the remaining inputs again."""
-    config = bitat_tf.BinarizeConfig(**CONFIG, **extra)
+    config = bitat_tf.BinarizeConfig.paper(**CONFIG, **extra)
     reference = bitat_tf.binarize(trained_cnn, data, config=config, verbose=0)
 
     calls = []
@@ -62,8 +62,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(trained_cnn, data, 
 
 def test_checkpoint_of_another_config_is_refused(trained_cnn, data, tmp_path):
     small = dict(CONFIG, keep_full_precision=["block1_b", "block2_a"])
-    bitat_tf.binarize(trained_cnn, data, config=bitat_tf.BinarizeConfig(**small), checkpoint_dir=tmp_path,
+    bitat_tf.binarize(trained_cnn, data, config=bitat_tf.BinarizeConfig.paper(**small), checkpoint_dir=tmp_path,
                       verbose=0)
     with pytest.raises(ConfigError, match="different model or config"):
-        bitat_tf.binarize(trained_cnn, data, config=bitat_tf.BinarizeConfig(**dict(small, seed=4)),
+        bitat_tf.binarize(trained_cnn, data, config=bitat_tf.BinarizeConfig.paper(**dict(small, seed=4)),
                           checkpoint_dir=tmp_path, verbose=0)

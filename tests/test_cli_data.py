@@ -118,3 +118,14 @@ def test_cli_start_up_prints_no_native_noise():
                           text=True, env=env, timeout=120)
     assert proc.returncode == 0 and "--validation-split" in proc.stdout
     assert "cuInit" not in proc.stderr and "oneDNN" not in proc.stderr and "absl" not in proc.stderr, proc.stderr
+
+
+def test_cli_runs_the_default_recipe_unless_told_paper():
+    import bitat_tf
+    from bitat_tf.cli import _config_from, build_parser
+
+    parse = lambda *extra: _config_from(build_parser().parse_args(["binarize", "m.keras", "--data", "d", *extra]))  # noqa: E731
+    assert parse() == bitat_tf.BinarizeConfig()
+    assert parse("--paper", "--epochs-per-layer", "2") == bitat_tf.BinarizeConfig.paper(epochs_per_layer=2.0)
+    assert parse("--final-finetune-epochs", "3").final_finetune_epochs == 3.0
+    assert parse("--paper", "--final-finetune-epochs", "pass").final_finetune_epochs == "pass"

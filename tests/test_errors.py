@@ -56,7 +56,7 @@ def test_infinite_dataset_needs_step_budgets(model):
 
 def test_infinite_dataset_runs_on_step_budgets(model):
     """With every phase's budget in steps a repeated dataset binarizes (no last phase by default)."""
-    config = BinarizeConfig(steps_per_layer=1, finetune_steps=1, keep_full_precision=["block1_b", "block2_a"],
+    config = BinarizeConfig.paper(steps_per_layer=1, finetune_steps=1, keep_full_precision=["block1_b", "block2_a"],
                             bn_recalibration_batches=1)
     result = bitat_tf.binarize(model, _ds(X, Y).repeat(), validation_data=_ds(X, Y), config=config, verbose=0)
     assert [r.name for r in result.report.layers if r.binarized] == ["block1_a"]
@@ -64,7 +64,7 @@ def test_infinite_dataset_runs_on_step_budgets(model):
 
 def test_one_hot_labels_are_accepted(model):
     onehot = np.eye(10, dtype="float32")[Y]
-    result = bitat_tf.binarize(model, _ds(X, onehot), config=BinarizeConfig(
+    result = bitat_tf.binarize(model, _ds(X, onehot), config=BinarizeConfig.paper(
         steps_per_layer=1, finetune_steps=0, keep_full_precision=["block1_b", "block2_a"],
         bn_recalibration_batches=1), verbose=0)
     assert [r.name for r in result.report.layers if r.binarized] == ["block1_a"]
@@ -94,7 +94,7 @@ def test_config_values_out_of_range(kwargs, match):
 def test_config_is_keyword_only_and_round_trips():
     with pytest.raises(TypeError):
         BinarizeConfig("bitat")  # noqa
-    config = BinarizeConfig(variant="intra", max_groups=4, keep_full_precision=["a"], blocks=[["a", "b"]])
+    config = BinarizeConfig.paper(variant="intra", max_groups=4, keep_full_precision=["a"], blocks=[["a", "b"]])
     assert BinarizeConfig.from_config(config.get_config()) == config
     assert "variant='intra'" in repr(config)
 
@@ -121,7 +121,7 @@ def test_model_that_is_not_a_model():
 def test_nan_past_the_first_batch_stops_at_the_layer_and_keeps_the_checkpoint(model, tmp_path):
     bad = X.copy()
     bad[20:] = np.nan  # the first batch is clean; later ones poison the loss
-    config = BinarizeConfig(steps_per_layer=2, finetune_steps=2, bn_recalibration_batches=1,
+    config = BinarizeConfig.paper(steps_per_layer=2, finetune_steps=2, bn_recalibration_batches=1,
                             capture_batches=1, max_groups=4)
     with pytest.raises(DatasetError, match="NaN or infinite inputs during block1_a quantize"):
         bitat_tf.binarize(model, _ds(bad, Y), config=config, checkpoint_dir=tmp_path, verbose=0)
@@ -131,7 +131,7 @@ def test_nan_past_the_first_batch_stops_at_the_layer_and_keeps_the_checkpoint(mo
 def test_two_runs_with_one_seed_are_identical(model):
     from bitat_tf._compat import larq
 
-    config = BinarizeConfig(steps_per_layer=3, finetune_steps=2, bn_recalibration_batches=1, max_groups=4,
+    config = BinarizeConfig.paper(steps_per_layer=3, finetune_steps=2, bn_recalibration_batches=1, max_groups=4,
                             seed=7)
     runs = [bitat_tf.binarize(model, _ds(X, Y), config=config, verbose=0) for _ in range(2)]
     for name in ("block1_a", "block1_b", "block2_a"):
@@ -154,7 +154,7 @@ def test_diverging_loss_names_the_layer(model, monkeypatch):
 
     monkeypatch.setattr(transforms.RunPenalty, "terms", exploding)
     with pytest.raises(TrainingError, match="diverged during block1_a quantize"):
-        bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig(steps_per_layer=2, finetune_steps=0,
+        bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig.paper(steps_per_layer=2, finetune_steps=0,
                                                                   bn_recalibration_batches=1), verbose=0)
 
 
@@ -171,12 +171,12 @@ CHEAP = dict(steps_per_layer=1, finetune_steps=0, max_groups=4, bn_recalibration
 ])
 def test_labels_and_inputs_of_other_dtypes(model, x, y, match):
     with pytest.raises(DatasetError, match=match):
-        bitat_tf.binarize(model, _ds(x, y), config=BinarizeConfig(**CHEAP), verbose=0)
+        bitat_tf.binarize(model, _ds(x, y), config=BinarizeConfig.paper(**CHEAP), verbose=0)
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float16"])
 def test_integer_and_float_labels_of_any_width_are_accepted(model, dtype):
-    result = bitat_tf.binarize(model, _ds(X, Y.astype(dtype)), config=BinarizeConfig(
+    result = bitat_tf.binarize(model, _ds(X, Y.astype(dtype)), config=BinarizeConfig.paper(
         **CHEAP, keep_full_precision=["block1_b", "block2_a"]), verbose=0)
     assert result.report.binary_accuracy >= 0
 
@@ -185,10 +185,10 @@ def test_checkpoint_dir_that_is_a_file_is_refused_and_left_alone(model, tmp_path
     path = tmp_path / "notes.txt"
     path.write_text("mine")
     with pytest.raises(ConfigError, match="checkpoint_dir .*notes.txt' exists and is not a folder"):
-        bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig(**CHEAP), checkpoint_dir=path, verbose=0)
+        bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig.paper(**CHEAP), checkpoint_dir=path, verbose=0)
     assert path.read_text() == "mine"
     with pytest.raises(ConfigError, match="cannot be created: .*notes.txt' is a file"):
-        bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig(**CHEAP), checkpoint_dir=path / "sub",
+        bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig.paper(**CHEAP), checkpoint_dir=path / "sub",
                           verbose=0)
 
 
@@ -196,13 +196,13 @@ def test_checkpoint_dir_that_is_a_file_is_refused_and_left_alone(model, tmp_path
                                          (["ckpt"], "must be a folder path .*got list")])
 def test_checkpoint_dir_of_another_type(model, value, match):
     with pytest.raises(ConfigError, match=match):
-        bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig(**CHEAP), checkpoint_dir=value, verbose=0)
+        bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig.paper(**CHEAP), checkpoint_dir=value, verbose=0)
 
 
 def test_damaged_checkpoint_dir_is_named(model, tmp_path):
     (tmp_path / "LATEST").write_text("stage-007")
     with pytest.raises(ConfigError, match="no readable checkpoint.*stage-007.*empty folder"):
-        bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig(**CHEAP), checkpoint_dir=tmp_path, verbose=0)
+        bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig.paper(**CHEAP), checkpoint_dir=tmp_path, verbose=0)
 
 
 @pytest.mark.parametrize("verbose", ["loud", 3, -1, 1.5])
@@ -223,26 +223,26 @@ def test_grouped_convolution_stays_full_precision_and_cannot_be_forced():
     from bitat_tf import graph
 
     model = _two_convs(groups=2)
-    plan = graph.make_plan(model, BinarizeConfig(force_binarize=["classifier"]))
+    plan = graph.make_plan(model, BinarizeConfig.paper(force_binarize=["classifier"]))
     assert plan["conv"].binarize is False and "groups=2" in plan["conv"].reason
     with pytest.raises(UnsupportedModelError, match="'conv' .*force_binarize.*groups=2.*remove it"):
-        graph.make_plan(model, BinarizeConfig(force_binarize=["conv"]))
+        graph.make_plan(model, BinarizeConfig.paper(force_binarize=["conv"]))
     x4 = np.random.default_rng(0).random((32, 8, 8, 4)).astype("float32")
     with pytest.raises(UnsupportedModelError, match="no layer to binarize.*groups=2"):
-        bitat_tf.binarize(model, _ds(x4, Y), config=BinarizeConfig(**CHEAP), verbose=0)
+        bitat_tf.binarize(model, _ds(x4, Y), config=BinarizeConfig.paper(**CHEAP), verbose=0)
 
 
 @pytest.mark.parametrize("options", [dict(dilation_rate=2), dict(activation="relu"),
                                      dict(kernel_regularizer="l2", use_bias=True)])
 def test_conv_options_the_graph_models_binarize(options):
     x4 = np.random.default_rng(0).random((32, 8, 8, 4)).astype("float32")
-    result = bitat_tf.binarize(_two_convs(**options), _ds(x4, Y), config=BinarizeConfig(**CHEAP), verbose=0)
+    result = bitat_tf.binarize(_two_convs(**options), _ds(x4, Y), config=BinarizeConfig.paper(**CHEAP), verbose=0)
     assert [r.name for r in result.report.layers if r.binarized] == ["conv"]
 
 
 @pytest.fixture(scope="module")
 def binary(model):
-    return bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig(**CHEAP), verbose=0)
+    return bitat_tf.binarize(model, _ds(X, Y), config=BinarizeConfig.paper(**CHEAP), verbose=0)
 
 
 @pytest.mark.parametrize("name", ["export_lce", "export_tflite"])

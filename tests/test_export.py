@@ -14,7 +14,7 @@ CONFIG = dict(steps_per_layer=8, finetune_steps=4, max_groups=8, capture_rows=51
 @pytest.fixture(scope="module")
 def binary(trained_cnn, digits_ds):
     train, _ = digits_ds
-    return bitat_tf.binarize(trained_cnn, train, config=bitat_tf.BinarizeConfig(**CONFIG), verbose=0)
+    return bitat_tf.binarize(trained_cnn, train, config=bitat_tf.BinarizeConfig.paper(**CONFIG), verbose=0)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_lce_flatbuffer_is_smaller_than_float_tflite(trained_cnn, flatbuffer, tm
 @pytest.fixture(scope="module")
 def binary_dense(trained_cnn, digits_ds):
     train, _ = digits_ds
-    return bitat_tf.binarize(trained_cnn, train.take(4), config=bitat_tf.BinarizeConfig(
+    return bitat_tf.binarize(trained_cnn, train.take(4), config=bitat_tf.BinarizeConfig.paper(
         **{**CONFIG, "steps_per_layer": 1, "finetune_steps": 0},
         keep_full_precision=["block1_a", "block1_b", "block2_a"], force_binarize=["classifier"]), verbose=0)
 

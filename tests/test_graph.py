@@ -19,7 +19,7 @@ def test_default_policy_keeps_first_and_classifier():
 
 def test_overrides_by_name_and_type():
     model = make_cnn(keras)
-    plan = graph.make_plan(model, BinarizeConfig(keep_full_precision=["block1_b"], force_binarize=["Dense"]))
+    plan = graph.make_plan(model, BinarizeConfig.paper(keep_full_precision=["block1_b"], force_binarize=["Dense"]))
     assert plan.binarized == ["block1_a", "block2_a", "classifier"]
     assert plan["block1_b"].reason == "kept by keep_full_precision"
 
@@ -34,9 +34,9 @@ def test_depthwise_kept_unless_asked_and_unknown_types_kept():
     plan = graph.make_plan(model, BinarizeConfig())
     assert plan.binarized == ["pw"]
     assert "depthwise" in plan["dw"].reason and "no binary counterpart" in plan["sep"].reason
-    assert graph.make_plan(model, BinarizeConfig(binarize_depthwise=True)).binarized == ["dw", "pw"]
+    assert graph.make_plan(model, BinarizeConfig.paper(binarize_depthwise=True)).binarized == ["dw", "pw"]
     with pytest.raises(UnsupportedModelError, match="SeparableConv2D"):
-        graph.make_plan(model, BinarizeConfig(force_binarize=["sep"]))
+        graph.make_plan(model, BinarizeConfig.paper(force_binarize=["sep"]))
 
 
 def test_bad_models_are_refused_with_what_to_do():
@@ -61,17 +61,17 @@ def test_bad_models_are_refused_with_what_to_do():
     with pytest.raises(UnsupportedModelError, match="no layer to binarize"):
         graph.make_plan(keras.Sequential([keras.Input((4,)), L.Dense(3), L.Dense(2)]), BinarizeConfig())
     with pytest.raises(UnsupportedModelError, match="spelling"):
-        graph.make_plan(make_cnn(keras), BinarizeConfig(keep_full_precision=["no_such_layer"]))
+        graph.make_plan(make_cnn(keras), BinarizeConfig.paper(keep_full_precision=["no_such_layer"]))
 
 
 def test_explicit_and_fixed_size_blocks():
     model = make_cnn(keras)
-    assert graph.make_plan(model, BinarizeConfig(blocks=1)).blocks == [["block1_a"], ["block1_b"], ["block2_a"]]
+    assert graph.make_plan(model, BinarizeConfig.paper(blocks=1)).blocks == [["block1_a"], ["block1_b"], ["block2_a"]]
     custom = [["block1_a"], ["block1_b", "block2_a"]]
-    assert graph.make_plan(model, BinarizeConfig(blocks=custom)).blocks == custom
+    assert graph.make_plan(model, BinarizeConfig.paper(blocks=custom)).blocks == custom
     with pytest.raises(UnsupportedModelError, match="exactly once"):
-        graph.make_plan(model, BinarizeConfig(blocks=[["block1_a"]]))
-    assert graph.make_plan(model, BinarizeConfig(variant="intra")).blocks == [["block1_a"], ["block1_b"],
+        graph.make_plan(model, BinarizeConfig.paper(blocks=[["block1_a"]]))
+    assert graph.make_plan(model, BinarizeConfig.paper(variant="intra")).blocks == [["block1_a"], ["block1_b"],
                                                                               ["block2_a"]]
 
 

@@ -50,6 +50,6 @@ def test_unknown_layers_are_listed():
 def test_binarize_accepts_a_keras3_model(digits):
     x, y, _, _ = digits
     ds = tf.data.Dataset.from_tensor_slices((x[:128], y[:128])).batch(64)
-    result = bitat_tf.binarize(_functional(), ds, config=bitat_tf.BinarizeConfig(
+    result = bitat_tf.binarize(_functional(), ds, config=bitat_tf.BinarizeConfig.paper(
         steps_per_layer=1, finetune_steps=0, bn_recalibration_batches=1, max_groups=4), verbose=0)
     assert [r.name for r in result.report.layers if r.binarized] == ["block1_a", "block1_b"]

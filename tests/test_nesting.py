@@ -56,7 +56,7 @@ def test_binarize_takes_a_nested_model_and_names_layers_by_path():
     model = _transfer()
     before = [w.copy() for w in model.get_weights()]
     result = bitat_tf.binarize(model, tf.data.Dataset.from_tensor_slices((X, Y)).batch(16),
-                               config=bitat_tf.BinarizeConfig(**CHEAP), verbose=0)
+                               config=bitat_tf.BinarizeConfig.paper(**CHEAP), verbose=0)
     assert [r.name for r in result.report.layers if r.binarized] == ["base.conv"]
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the user's model untouched
     assert export.op_census(export.export_lce(result.model))["LceBconv2d"] == 1
@@ -76,4 +76,4 @@ def test_a_nested_subclassed_model_is_named_in_the_error():
     with pytest.raises(UnsupportedModelError, match="nested model 'custom_block' .*not a built Functional or "
                                                     "Sequential.*Functional API"):
         bitat_tf.binarize(model, tf.data.Dataset.from_tensor_slices((X, Y)).batch(16),
-                          config=bitat_tf.BinarizeConfig(**CHEAP), verbose=0)
+                          config=bitat_tf.BinarizeConfig.paper(**CHEAP), verbose=0)

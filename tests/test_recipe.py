@@ -1,5 +1,6 @@
 """The levers beyond the paper: distillation in every BiTAT stage, and the last phase after the pass."""
 
+import larq
 import numpy as np
 import pytest
 
@@ -23,7 +24,7 @@ def test_distillation_in_a_stage_matches_the_closed_form(trained_cnn, digits):
     """total = (1 - w) * crossentropy + w * KL(teacher || student), the teacher a frozen copy."""
     x, y = digits[0][:64], digits[1][:64]
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
-    config = bitat_tf.BinarizeConfig(distill_weight=0.3, **CHEAP)
+    config = bitat_tf.BinarizeConfig.paper(distill_weight=0.3, **CHEAP)
     plan = graph.make_plan(trained_cnn, config)
     run = progressive._Run(trained_cnn, plan, ds, None, config, 1, True, 0)
     with run.session():
@@ -42,13 +43,13 @@ def test_distillation_in_a_stage_matches_the_closed_form(trained_cnn, digits):
 
 def test_every_stage_distils_when_asked(trained_cnn, digits_ds):
     train, test = digits_ds
-    config = bitat_tf.BinarizeConfig(distill_weight=0.5, final_finetune_steps=2, **CHEAP)
+    config = bitat_tf.BinarizeConfig.paper(distill_weight=0.5, final_finetune_steps=2, **CHEAP)
     result = bitat_tf.binarize(trained_cnn, train.take(4), validation_data=test, config=config, verbose=0)
     assert "distill_loss" in result.history["block1_a"]["quantize"]
     assert "distill_loss" in result.history["block1_a"]["finetune"]
     assert "distill_loss" in result.history["final_fine_tune"]
     plain = bitat_tf.binarize(trained_cnn, train.take(4), validation_data=test,
-                              config=bitat_tf.BinarizeConfig(final_finetune_steps=2, **CHEAP), verbose=0)
+                              config=bitat_tf.BinarizeConfig.paper(final_finetune_steps=2, **CHEAP), verbose=0)
     assert "distill_loss" not in plain.history["block1_a"]["quantize"]
 
 
@@ -72,7 +73,7 @@ def _latent_kernels_around_final_phase(model, data, config, monkeypatch):
 
 
 def test_final_finetune_keeps_frozen_binary_kernels_bit_identical(trained_cnn, digits_ds, monkeypatch):
-    config = bitat_tf.BinarizeConfig(final_finetune_steps=6, final_learning_rate=0.05, **CHEAP)
+    config = bitat_tf.BinarizeConfig.paper(final_finetune_steps=6, final_learning_rate=0.05, **CHEAP)
     seen, result = _latent_kernels_around_final_phase(trained_cnn, digits_ds[0].take(4), config, monkeypatch)
     for name, kernel in seen["before"].items():
         np.testing.assert_array_equal(seen["after"][name], kernel, err_msg=name)
@@ -82,7 +83,7 @@ def test_final_finetune_keeps_frozen_binary_kernels_bit_identical(trained_cnn, d
 
 
 def test_end_to_end_final_phase_changes_binary_kernels(trained_cnn, digits_ds, monkeypatch):
-    config = bitat_tf.BinarizeConfig(final_finetune_steps=6, final_phase="end_to_end", final_learning_rate=0.05,
+    config = bitat_tf.BinarizeConfig.paper(final_finetune_steps=6, final_phase="end_to_end", final_learning_rate=0.05,
                                      **CHEAP)
     seen, result = _latent_kernels_around_final_phase(trained_cnn, digits_ds[0].take(4), config, monkeypatch)
     changed = [n for n, k in seen["before"].items() if not np.array_equal(np.sign(seen["after"][n]), np.sign(k))]
@@ -92,8 +93,31 @@ def test_end_to_end_final_phase_changes_binary_kernels(trained_cnn, digits_ds, m
 
 @pytest.mark.parametrize("variant", ["bitat", "sequential", "intra", "cross", "filterwise", "svd"])
 def test_paper_variants_do_not_unfreeze(variant):
-    config = bitat_tf.BinarizeConfig(variant=variant)
+    config = bitat_tf.BinarizeConfig.paper(variant=variant)
     assert config.final_phase == "finetune" and config.distill_weight == 0.0
+    assert config.final_finetune_epochs == 0.0 and config.final_finetune_steps is None  # no last phase at all
+
+
+def test_the_default_is_the_warm_start_recipe():
+    default = bitat_tf.BinarizeConfig()
+    assert (default.variant, default.distill_weight, default.final_phase, default.final_finetune_epochs) == (
+        "bitat", 1.0, "end_to_end", "pass")
+    assert bitat_tf.BinarizeConfig.from_config(default.get_config()) == default
+    assert bitat_tf.BinarizeConfig.paper(distill_weight=0.5).distill_weight == 0.5  # overrides win
+
+
+def test_the_default_last_phase_is_as_long_as_the_pass(trained_cnn, digits_ds):
+    """On a repeated dataset too: "pass" needs no epoch length when the pass's budgets are steps."""
+    config = bitat_tf.BinarizeConfig(**CHEAP)
+    result = bitat_tf.binarize(trained_cnn, digits_ds[0].repeat(), config=config, verbose=0)
+    phases = result.report.timing["phases"]
+    assert phases["quantize"]["steps"] == 3 * 3 and phases["fine-tune above"]["steps"] == 3 * 2
+    assert phases["final end-to-end"]["steps"] == 3 * 3 + 3 * 2
+    assert {"final_end_to_end"} <= set(result.history)
+    for name in ("block1_a", "block1_b", "block2_a"):  # still binary after the latent weights trained
+        with larq.context.quantized_scope(True):
+            effective = result.model.get_layer(name).kernel.numpy()
+        assert np.unique(np.abs(effective.reshape(-1, effective.shape[-1])), axis=0).shape[0] == 1, name
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -101,10 +125,11 @@ def test_paper_variants_do_not_unfreeze(variant):
     (dict(distill_weight=1.5), "distill_weight must be a number in \\[0, 1\\]"),
     (dict(final_finetune_steps=-1), "final_finetune_steps"),
     (dict(final_learning_rate=0.0), "final_learning_rate"),
+    (dict(final_finetune_epochs="all"), 'final_finetune_epochs must be a finite number of epochs >= 0 or "pass"'),
 ])
 def test_lever_values_out_of_range(kwargs, match):
     with pytest.raises(bitat_tf.ConfigError, match=match):
-        bitat_tf.BinarizeConfig(**kwargs)
+        bitat_tf.BinarizeConfig.paper(**kwargs)
 
 
 def test_activation_warmup_binarizes_every_input_first_and_keeps_its_thresholds(trained_cnn, digits_ds,
@@ -124,7 +149,7 @@ def test_activation_warmup_binarizes_every_input_first_and_keeps_its_thresholds(
                         lambda layer, captured, method: inits.append(layer.name) or
                         layer.input_quantizer.beta.assign(np.mean(captured.raw, axis=tuple(range(
                             captured.raw.ndim - 1)))))
-    config = bitat_tf.BinarizeConfig(activation_warmup_steps=4, **CHEAP)
+    config = bitat_tf.BinarizeConfig.paper(activation_warmup_steps=4, **CHEAP)
     result = bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), config=config, verbose=0)
     assert seen[0]["inputs"] == [True, True, True] and seen[0]["weights"] == [False, False, False]
     assert seen[1]["weights"] == [True, False, False]
@@ -141,7 +166,7 @@ def test_without_warmup_each_input_is_switched_on_with_its_layer(trained_cnn, di
         return original(run, names, block_index)
 
     monkeypatch.setattr(progressive._Run, "quantize_stage", spy)
-    bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), config=bitat_tf.BinarizeConfig(**CHEAP), verbose=0)
+    bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), config=bitat_tf.BinarizeConfig.paper(**CHEAP), verbose=0)
     assert seen[0] == [False, False, False] and seen[1] == [True, False, False]
 
 
@@ -163,7 +188,7 @@ def test_block_stages_quantize_a_block_together_and_freeze_all_of_it(trained_cnn
         return history
 
     monkeypatch.setattr(engine.Engine, "fit", spy)
-    config = bitat_tf.BinarizeConfig(variant="sequential", stage="block", blocks=[["block1_a", "block1_b"],
+    config = bitat_tf.BinarizeConfig.paper(variant="sequential", stage="block", blocks=[["block1_a", "block1_b"],
                                      ["block2_a"]], final_finetune_steps=0, **CHEAP)
     result = bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), config=config, verbose=0)
     quantize = [(label, steps, names) for label, steps, names in phases if label.endswith("quantize")]
@@ -180,5 +205,5 @@ def test_block_stages_quantize_a_block_together_and_freeze_all_of_it(trained_cnn
 
 def test_block_stages_refuse_the_per_layer_penalty():
     with pytest.raises(ConfigError, match="stage='block' trains several layers at once"):
-        bitat_tf.BinarizeConfig(stage="block")
-    assert bitat_tf.BinarizeConfig(stage="block", quant_weight=0).stage == "block"
+        bitat_tf.BinarizeConfig.paper(stage="block")
+    assert bitat_tf.BinarizeConfig.paper(stage="block", quant_weight=0).stage == "block"

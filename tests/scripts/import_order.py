@@ -41,7 +41,7 @@ outputs = L.Dense(3, name="classifier")(L.GlobalAveragePooling2D()(h))
 model = keras.Model(inputs, outputs)
 rng = np.random.default_rng(0)
 data = tf.data.Dataset.from_tensor_slices((rng.random((16, 6, 6, 1), np.float32), np.arange(16) % 3)).batch(8)
-config = bitat_tf.BinarizeConfig(steps_per_layer=1, finetune_steps=0, max_groups=4, bn_recalibration_batches=1,
+config = bitat_tf.BinarizeConfig.paper(steps_per_layer=1, finetune_steps=0, max_groups=4, bn_recalibration_batches=1,
                                  capture_batches=1)
 result = binarize(model, data, config=config, verbose=0)
 print("RESULT " + json.dumps({"ops": dict(op_census(export_lce(result.model))),

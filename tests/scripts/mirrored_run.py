@@ -36,7 +36,7 @@ model = make_cnn(keras, seed=seed)
 model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 model.fit(x, y, batch_size=64, epochs=6, verbose=0)
 ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
-config = bitat_tf.BinarizeConfig(steps_per_layer=12, finetune_steps=4, max_groups=4, bn_recalibration_batches=4,
+config = bitat_tf.BinarizeConfig.paper(steps_per_layer=12, finetune_steps=4, max_groups=4, bn_recalibration_batches=4,
                                  learning_rate=3e-3, seed=seed + 1)
 
 

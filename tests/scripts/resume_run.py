@@ -23,7 +23,7 @@ y = digits.target.astype("int32")[:512]
 keras.utils.set_random_seed(0)
 model = make_cnn(keras)
 ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
-config = bitat_tf.BinarizeConfig(steps_per_layer=40, finetune_steps=10, max_groups=4, bn_recalibration_batches=2,
+config = bitat_tf.BinarizeConfig.paper(steps_per_layer=40, finetune_steps=10, max_groups=4, bn_recalibration_batches=2,
                                  seed=5)
 result = bitat_tf.binarize(model, ds, config=config, checkpoint_dir=sys.argv[2] if len(sys.argv) > 2 else None)
 kernels = {}
