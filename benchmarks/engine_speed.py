@@ -11,6 +11,7 @@ labels only when they were measured in the same sitting (the file records when).
 
     python benchmarks/engine_speed.py --case steps --label steps            # gradients gated (default)
     python benchmarks/engine_speed.py --case steps --label steps_ungated --no-gating
+    python benchmarks/engine_speed.py --case stages --label stages         # where a stage's overhead goes
 
 The `steps` case measures what a step costs on the standard model (ReActNet-A twin, width 0.25, 128
 CIFAR-shaped images a batch, in memory so that no input pipeline is timed): BiTAT's quantize and
@@ -18,6 +19,11 @@ fine-tune-above steps over a whole progressive pass (31 stages, 8 + 8 steps each
 step, each the median of its phases' medians after warm-up, and their ratios. `--no-gating` computes every
 gradient (the engine without `bitat_tf.gating`), for a before/after in one sitting; `--xla` compiles the
 train and test steps with XLA (`jit_compile=True`).
+
+The `stages` case splits a progressive run's time outside its optimizer steps into its parts on the same
+model and data (standard-mode capture and recalibration batches, 8 validation batches, 8 + 8 steps a
+layer): the first phase's extra time (tracing and graph optimisation of the train step), input captures,
+k-means and PCA, BatchNorm recalibration, evaluation, and what is left.
 """
 
 import argparse
@@ -36,7 +42,7 @@ def main(argv=None):
     p.add_argument("--label", required=True)
     p.add_argument("--out", default=os.path.join(ROOT, "results", "engine_speed.json"))
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--case", choices=("mobilenet", "steps"), default="mobilenet")
+    p.add_argument("--case", choices=("mobilenet", "steps", "stages"), default="mobilenet")
     p.add_argument("--no-gating", action="store_true", help="compute every gradient (before/after of gating)")
     p.add_argument("--xla", action="store_true", help="compile the train and test steps with XLA (jit_compile)")
     args = p.parse_args(argv)
@@ -52,6 +58,8 @@ def main(argv=None):
                                                  for g in self.gates.values()]
     if args.case == "steps":
         return _store(args, step_costs())
+    if args.case == "stages":
+        return _store(args, stage_costs())
 
     import numpy as np
     import tensorflow as tf
@@ -66,7 +74,8 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     data = tf.data.Dataset.from_tensor_slices((rng.random((256, 32, 32, 3), np.float32),
                                                rng.integers(0, 10, 256))).batch(32)
-    config = bitat_tf.BinarizeConfig(steps_per_layer=1, finetune_steps=0)
+    # Algorithm 1 as published (the default of older checkouts such as dc39e44, which have no `paper`)
+    config = getattr(bitat_tf.BinarizeConfig, "paper", bitat_tf.BinarizeConfig)(steps_per_layer=1, finetune_steps=0)
     seconds = []
     for _ in range(args.repeats):
         start = time.perf_counter()
@@ -97,7 +106,7 @@ def step_costs(steps=8):
     rng = np.random.default_rng(0)
     data = tf.data.Dataset.from_tensor_slices((rng.random((1024, 32, 32, 3), np.float32),
                                                rng.integers(0, 10, 1024))).batch(128).cache()
-    runs = {"bitat": bitat_tf.BinarizeConfig(steps_per_layer=steps, finetune_steps=steps),
+    runs = {"bitat": bitat_tf.BinarizeConfig.paper(steps_per_layer=steps, finetune_steps=steps),
             "ste": bitat_tf.EndToEndConfig(method="ste", steps=8 * steps)}
     medians, entry = {}, {"case": f"ReActNet-A twin width 0.25, batch 128 (random, in memory); BiTAT {steps} "
                                   f"quantize + {steps} fine-tune-above steps a layer; STE {8 * steps} steps"}
@@ -114,6 +123,63 @@ def step_costs(steps=8):
     entry["progressive_mean_vs_end_to_end"] = statistics.mean(step.values()) / e2e
     entry.update(measured_at=time.strftime("%Y-%m-%d %H:%M:%S"), cpu=_cpu(), **runinfo.provenance())
     print(json.dumps({k: entry[k] for k in ("seconds_per_step", "progressive_vs_end_to_end")}, indent=1))
+    return entry
+
+
+def stage_costs(steps=8):
+    """Seconds of a progressive run outside its optimizer steps, by part (standard model, in memory)."""
+    import collections
+
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    import bitat_tf
+    from bitat_tf import engine, runinfo, transforms, zoo
+
+    parts, calls = collections.defaultdict(float), collections.Counter()
+
+    def timed(owner, name, part):
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                parts[part] += time.perf_counter() - start
+                calls[part] += 1
+
+        setattr(owner, name, wrapper)
+
+    for owner, name, part in ((engine.Engine, "capture", "input capture"),
+                              (engine.Engine, "recalibrate", "BatchNorm recalibration"),
+                              (engine.Engine, "evaluate", "evaluation"),
+                              (transforms, "reduction_matrix", "k-means and PCA"),
+                              (transforms, "pca", "k-means and PCA")):
+        timed(owner, name, part)
+    keras.utils.set_random_seed(0)
+    model = zoo.reactnet_a(width=0.25)
+    rng = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensor_slices((rng.random((1024, 32, 32, 3), np.float32),
+                                               rng.integers(0, 10, 1024))).batch(128).cache()
+    config = bitat_tf.BinarizeConfig.paper(steps_per_layer=steps, finetune_steps=steps, capture_batches=4,
+                                     bn_recalibration_batches=8, blocks=zoo.reactnet_a_blocks(model))
+    start = time.perf_counter()
+    report = bitat_tf.binarize(model, data.repeat(), validation_data=data.take(8), config=config, verbose=0).report
+    wall = time.perf_counter() - start
+    timing = report.timing
+    overhead = timing["overhead_seconds"]
+    rows = {part: {"seconds": parts[part], "calls": calls[part]} for part in parts}
+    rows["first phase beyond its steps (trace, graph optimisation)"] = {"seconds": timing.get("first_phase_extra_seconds")}
+    known = sum(r["seconds"] or 0.0 for r in rows.values())
+    rows["rest (phase switches, to_larq, set-up)"] = {"seconds": overhead - known}
+    entry = {"case": f"ReActNet-A twin width 0.25, batch 128 (random, in memory), 8 validation batches, "
+                     f"{steps} + {steps} steps a layer, capture 4 and recalibration 8 batches",
+             "wall_seconds": wall, "timing": timing, "overhead_parts": rows, "evaluate_every": config.evaluate_every,
+             "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": _cpu(), **runinfo.provenance()}
+    print(json.dumps({k: (v["seconds"] if v["seconds"] is None else round(v["seconds"], 1)) for k, v in rows.items()},
+                     indent=1), f"overhead {overhead:.1f} s of {wall:.1f} s")
     return entry
 
 

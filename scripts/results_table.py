@@ -107,10 +107,13 @@ def engine_table():
     rows = ["**Per-stage cost** (`results/engine_speed.json`, issue 13's MobileNet case: 13 layers, one step each; "
             "compare rows measured in the same sitting only):\n",
             "| engine | commit | measured | seconds | seconds a layer |", "|---|---|---|---|---|"]
-    steps = []
+    steps, stages = [], []
     for label, r in record.items():
         if "seconds_per_step" in r:
             steps.append((label, r))
+            continue
+        if "overhead_parts" in r:
+            stages.append((label, r))
             continue
         rows.append(f"| {label} | {str(r['commit'])[:7]} | {r.get('measured_at', '?')} | {min(r['seconds']):.1f} | "
                     f"{r['seconds_per_layer']:.2f} |")
@@ -124,6 +127,16 @@ def engine_table():
             t = r["seconds_per_step"]
             rows.append(f"| {label} | {r.get('measured_at', '?')} | {1000 * t['quantize']:.0f} ms | {1000 * t['fine-tune above']:.0f} ms | "
                         f"{1000 * t['end-to-end STE']:.0f} ms | {r['progressive_mean_vs_end_to_end']:.2f}x |")
+    for label, r in stages:
+        t = r["timing"]
+        rows += ["", f"**Where a progressive run's non-training time goes** (`results/engine_speed.json` "
+                 f"[{label}], `python benchmarks/engine_speed.py --case stages`; {r['case']}; BiTAT as published, "
+                 f"accuracy measured at block ends; {r.get('measured_at', '?')}): wall {r['wall_seconds']:.0f} s, "
+                 f"steps x median {t['training_seconds']:.0f} s, overhead {t['overhead_seconds']:.0f} s "
+                 f"({100 * t['overhead_seconds'] / t['wall_seconds']:.0f}%).\n",
+                 "| part | seconds | calls |", "|---|---|---|"]
+        for part, v in sorted(r["overhead_parts"].items(), key=lambda kv: -(kv[1]["seconds"] or 0)):
+            rows.append(f"| {part} | {v['seconds']:.1f} | {v.get('calls', '-')} |")
     standard = _load("engine_standard", "summary.json")
     if standard:
         rows += ["", "**Where a standard run's time goes** (`results/engine_standard/summary.json`; wall time of "
