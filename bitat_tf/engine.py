@@ -368,9 +368,10 @@ def _forward_with_inputs(model, names):
 def _build_compiled_metrics(trainer, spec):
     """Create the compiled loss's and metrics' variables before the first trace.
 
-    Keras creates them inside the first train step's trace, and a variable created in a trace makes
-    TensorFlow trace the function a second time: ~13 s of the ~30 s the standard model's train step took
-    to trace (measured). Built here from zeros shaped like the data and the model's outputs.
+    Keras creates them inside the first trace of whichever step runs first (in a run, the test step of the
+    full-precision evaluation), and a variable created in a trace makes TensorFlow trace that function a
+    second time (measured on the standard model's train step when it ran first: ~13 s of ~30 s). Built
+    here from zeros shaped like the data and the model's outputs.
     """
     specs = tf.nest.flatten(spec)
     y_spec = specs[1] if len(specs) > 1 else None
