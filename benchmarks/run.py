@@ -50,6 +50,11 @@ METHODS = {
                             "pass_share": 0.5}),
     "sequential_e2e": ("bitat", {"variant": "sequential", "distill_weight": 1.0, "final_phase": "end_to_end",
                                  "pass_share": 0.5}),
+    # the same recipe with a smaller share of the budget in the pass: what the pass itself is worth
+    "bitat_e2e_p25": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
+                                "pass_share": 0.25}),
+    "bitat_e2e_p12": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
+                                "pass_share": 0.125}),
     # a quarter of the budget binarizes all activations first (weights real), then the pass and a last
     # end-to-end phase share the rest
     "bitat_act_e2e": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
@@ -65,6 +70,8 @@ LABELS = {
     "bitat_ft": "BiTAT + distillation, half the budget on a last fine-tune",
     "bitat_e2e": "BiTAT warm start + end-to-end distillation (half the budget each)",
     "sequential_e2e": "sequential warm start + end-to-end distillation (half each)",
+    "bitat_e2e_p25": "BiTAT warm start on a quarter of the budget + end-to-end distillation",
+    "bitat_e2e_p12": "BiTAT warm start on an eighth of the budget + end-to-end distillation",
     "bitat_act_e2e": "activations first, then BiTAT pass, then end-to-end distillation",
 }
 MODES = {
