@@ -38,6 +38,7 @@ def main(argv=None):
     p.add_argument("--methods", default="reactnet,ste,bitat_e2e,bitat_act_e2e")
     p.add_argument("--budgets", default="0.5,1,2", help="factors on the mode's step budget")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fp-seed", type=int, help="seed of the full-precision start point (default: --seed)")
     p.add_argument("--scales-from", help="the trials' mode whose best learning-rate scales to use (default: "
                    "--mode; trials run in quick mode, the README's figures in standard mode)")
     p.add_argument("--out", help="default: results/budgets_<mode>")
@@ -55,6 +56,7 @@ def main(argv=None):
                 rates = [f"--{k.replace('_', '-')}={v * scale:g}" for k, v in trials.BASE.items()]
                 subprocess.call([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--mode", args.mode,
                                  "--methods", method, "--seed", str(args.seed), "--no-export", *rates,
+                                 *([f"--fp-seed={args.fp_seed}"] if args.fp_seed is not None else []),
                                  f"--steps-per-layer={max(1, round(mode['steps_per_layer'] * budget))}",
                                  f"--finetune-steps={round(mode['finetune_steps'] * budget)}",
                                  "--out", os.path.join(out, method, f"x{budget:g}")])
@@ -84,6 +86,8 @@ def curves_on_disk(out):
                     "seconds": figures["binarize_seconds"], "val_accuracy": figures["val_accuracy"],
                     "test_accuracy": figures["test_accuracy"],
                     "overhead_seconds": (figures.get("timing") or {}).get("overhead_seconds"),
+                    "seconds_per_step": {phase: row["seconds_per_step"] for phase, row in
+                                         ((figures.get("timing") or {}).get("phases") or {}).items()},
                     "learning_rate": (figures.get("config") or {}).get("learning_rate")})
     for points in curves.values():
         points.sort(key=lambda p: p["seconds"])

@@ -92,6 +92,8 @@ def parse_args(argv=None):
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fp-seed", type=int, help="seed of the full-precision model (default: --seed); give one "
+                   "value to start every seed of binarization from the same checkpoint")
     p.add_argument("--learning-rate", type=float, default=3e-3, help="BiTAT's quantisation step size")
     p.add_argument("--baseline-learning-rate", type=float, default=1e-3, help="the baselines' step size")
     p.add_argument("--finetune-learning-rate", type=float, default=5e-4)
@@ -121,11 +123,15 @@ def settings(args):
     keys = ("mode", "width", "batch_size", "seed", "learning_rate", "baseline_learning_rate", "distill_weight",
             "finetune_learning_rate", "train_limit", "fp_epochs", "steps_per_layer", "finetune_steps",
             "capture_batches", "bn_recalibration_batches")
-    return {k: getattr(args, k) for k in keys}
+    chosen = {k: getattr(args, k) for k in keys}
+    if args.fp_seed is not None:  # absent from older results, which stay reusable
+        chosen["fp_seed"] = args.fp_seed
+    return chosen
 
 
 def recipe(args):
-    return f"reactnet_a_w{args.width:g}_n{args.train_limit}_e{args.fp_epochs}_s{args.seed}"
+    seed = args.seed if args.fp_seed is None else args.fp_seed
+    return f"reactnet_a_w{args.width:g}_n{args.train_limit}_e{args.fp_epochs}_s{seed}"
 
 
 # ---- worker: one method in its own process ---------------------------------------------------------------

@@ -114,24 +114,30 @@ class EndToEndRun(Engine):
         return [self.working.get_layer(name) for name in self.plan.binarized]
 
     def initialise_quantizers(self):
-        """Thresholds from each layer's real inputs in the full-precision model, alpha from its kernel."""
-        for layer in self._layers():
-            captured = self.capture(layer)
+        """Thresholds from each layer's real inputs in the full-precision model (one pass over the capture
+        batches for all layers), alpha from its kernel."""
+        layers = self._layers()
+        for layer, captured in zip(layers, self.capture(layers)):
             capture.init_threshold(layer, captured, self.config.threshold_init)
             graph.weight_quantizer(layer).init_from(graph.kernel_of(layer))
 
-    def train_phase(self, label, steps):
-        return self.fit(self.config.learning_rate, steps, label, layers=self.working.layers)
+    def train_phase(self, label, steps, *, last=False):
+        """Train the whole network; the last phase ends with its BatchNorm statistics re-estimated."""
+        return self.fit(self.config.learning_rate, steps, label, layers=self.working.layers,
+                        recalibrate_after=-1 if last else None)
 
     def execute(self):
         config, start = self.config, time.time()
         tf.keras.utils.set_random_seed(config.seed)
-        fp_accuracy = self.evaluate_model(self.original)  # the working model may be binary from the start
         total = self.steps(config.steps, config.epochs)
-        self.say(f"bitat_tf baseline {config.method!r} ({config.quantizers} quantizers): "
-                 f"{len(self.plan.binarized)} of {len(self.plan.layers)} weight layers, {total} steps; "
-                 f"full-precision accuracy ({self.split}) {fp_accuracy:.4f}")
+        # Larq's ste_sign makes the working model binary from the start; BiTAT's quantizers start switched
+        # off, so the working model is the user's and its (run-long) test step measures it.
+        fp_accuracy = self.evaluate_model(self.original) if config.quantizers == "larq_ste" else None
         with self.session():
+            fp_accuracy = self.evaluate() if fp_accuracy is None else fp_accuracy
+            self.say(f"bitat_tf baseline {config.method!r} ({config.quantizers} quantizers): "
+                     f"{len(self.plan.binarized)} of {len(self.plan.layers)} weight layers, {total} steps; "
+                     f"full-precision accuracy ({self.split}) {fp_accuracy:.4f}")
             if config.quantizers == "bitat":
                 self.initialise_quantizers()
             if config.method == "reactnet":
@@ -141,13 +147,12 @@ class EndToEndRun(Engine):
                 self.say(f"step 1/2 done: accuracy {self.evaluate():.4f}; elapsed {clock(time.time() - start)}")
                 for layer in self._layers():
                     graph.set_binary(layer, True)
-                self.history["weights"] = self.train_phase("step 2/2 binary weights", total - total // 2)
+                self.history["weights"] = self.train_phase("step 2/2 binary weights", total - total // 2, last=True)
             else:
                 if config.quantizers == "bitat":
                     for layer in self._layers():
                         graph.set_binary(layer, True)
-                self.history["end_to_end"] = self.train_phase("all layers binary", total)
-            self.recalibrate(-1)
+                self.history["end_to_end"] = self.train_phase("all layers binary", total, last=True)
             binary_accuracy = self.evaluate()
         seconds = time.time() - start
         report = report_lib.Report(

@@ -49,22 +49,30 @@ def capture_inputs(model, layer, dataset, *, max_batches, memory_mb, seed, feed=
     if feed is None:
         sub_model = layer_input_model(model, layer)
         feed = lambda x: sub_model(x, training=False)  # noqa: E731
-    rng = np.random.default_rng(seed)
-    per_image = int(np.prod(layer.input_shape[1:])) * 4
-    budget = max(1, int(memory_mb * 2**20 // max(per_image, 1)))
-    kept, seen = [], 0
     batches = dataset.take(max_batches) if isinstance(dataset, tf.data.Dataset) else dataset
+    return capture_many([layer], batches, memory_mb=memory_mb, seed=seed, feed=lambda x: [feed(x)])[0]
+
+
+def capture_many(layers, batches, *, memory_mb, seed, feed):
+    """The inputs of several layers from one pass over `batches`: `feed(x)` returns them in `layers`' order.
+
+    The memory bound is shared: each layer keeps at most `memory_mb / len(layers)` megabytes of images.
+    """
+    rng = np.random.default_rng(seed)
+    budgets = [max(1, int(memory_mb * 2**20 / len(layers) // max(int(np.prod(layer.input_shape[1:])) * 4, 1)))
+               for layer in layers]
+    kept, seen = [[] for _ in layers], 0
     for x, *_ in batches:
-        out = np.asarray(feed(x))
-        kept.append(out)
-        seen += len(out)
-        if sum(len(k) for k in kept) > budget:  # reservoir-like: drop at random to stay in budget
-            pool = np.concatenate(kept)
-            kept = [pool[rng.choice(len(pool), budget, replace=False)]]
-    if not kept:
+        for pool, budget, out in zip(kept, budgets, feed(x)):
+            pool.append(np.asarray(out))
+            if sum(len(k) for k in pool) > budget:  # reservoir-like: drop at random to stay in budget
+                merged = np.concatenate(pool)
+                pool[:] = [merged[rng.choice(len(merged), budget, replace=False)]]
+        seen += len(x)
+    if not seen:
         raise DatasetError("the dataset yielded no batch while capturing layer inputs; pass a non-empty "
                            "dataset of (x, y) batches.")
-    return Capture(np.concatenate(kept), seen)
+    return [Capture(np.concatenate(pool), seen) for pool in kept]
 
 
 def binarized_inputs(layer, raw):
@@ -132,5 +140,5 @@ def init_threshold(layer, capture, method):
     layer.input_quantizer.beta.assign(threshold_init(capture.raw, method))
 
 
-__all__ = ["Capture", "capture_inputs", "binarized_inputs", "patch_matrix", "kernel_matrix",
+__all__ = ["Capture", "capture_inputs", "capture_many", "binarized_inputs", "patch_matrix", "kernel_matrix",
            "init_threshold", "layer_input_model"]

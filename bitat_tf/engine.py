@@ -115,6 +115,7 @@ class Engine:
             self._forward = _forward_with_inputs(self.working, self.plan.binarized)
             self._assign_norm_training = _assigner([bn.bitat_training for bn in self._norms], tf.bool)
             self._assign_momenta = _assigner([bn.momentum for bn in self._norms], tf.float32)
+            self._momenta = tf.constant([bn.bitat_momentum for bn in self._norms], tf.float32)
             optimizer_variables = self._trainer.optimizer.variables
             optimizer_variables = optimizer_variables() if callable(optimizer_variables) else optimizer_variables
             self._zero_optimizer = tf.function(lambda: [v.assign(tf.zeros_like(v)) for v in optimizer_variables])
@@ -124,13 +125,23 @@ class Engine:
             self._trainer = self._forward = None
             self._streams = {}
 
-    def fit(self, learning_rate, steps, label, *, layers, extra=(), exclude=(), weights=None):
+    def fit(self, learning_rate, steps, label, *, layers, extra=(), exclude=(), weights=None,
+            recalibrate_after=None):
         """Train the variables of `layers` (plus `extra`, minus `exclude`) for `steps` optimizer steps.
 
         BatchNorms among `layers` train on batch statistics; all others normalise with their moving ones.
         Progress shows every epoch of the dataset (or once for a shorter phase). Returns the history.
+
+        `recalibrate_after` (a layer index) re-estimates the moving statistics of the BatchNorms above it
+        when the phase ends (`recalibrate`). The training BatchNorms (they must include those) then average
+        their batch statistics cumulatively over the phase's last `bn_recalibration_batches` steps, batches
+        the step computes anyway; only the batches the phase was too short for take extra forward passes.
         """
+        averages = recalibrate_after is not None and self._norms
+        window = min(steps, self.config.bn_recalibration_batches) if averages else 0
         if steps <= 0:
+            if recalibrate_after is not None:
+                self.recalibrate(recalibrate_after)
             return {}
         start, trainer = time.perf_counter(), self._trainer
         excluded = {_ref(v) for v in exclude}
@@ -146,6 +157,9 @@ class Engine:
         history, durations, chunk_start, logs = {}, [], time.perf_counter(), {}
         trainer.reset_metrics()
         for step in range(1, steps + 1):
+            if step > steps - window:  # the i-th step of the window: momentum i / (i + 1)
+                i = step - (steps - window) - 1
+                self._assign_momenta(tf.fill([len(self._norms)], i / (i + 1)))
             t0 = time.perf_counter()
             logs = train_function(iterator)
             durations.append(time.perf_counter() - t0)
@@ -168,6 +182,10 @@ class Engine:
             trainer.reset_metrics()
         timed = durations[min(_WARMUP_STEPS, len(durations) - 1):]
         self.timing.append(PhaseTiming(label, steps, statistics.median(timed), time.perf_counter() - start))
+        if window:
+            self._assign_momenta(self._momenta)
+        if recalibrate_after is not None:
+            self.recalibrate(recalibrate_after, done=window)
         return history
 
     def evaluate(self):
@@ -206,13 +224,21 @@ class Engine:
             self.batches_drawn["plain"] += 1
             yield batch
 
-    def capture(self, layer):
-        """Captured inputs of a binarizable `layer` (a compiled forward pass, traced once per run)."""
-        index, outputs = self.plan.binarized.index(layer.name), len(tf.nest.flatten(self.working.outputs))
-        return capture.capture_inputs(self.working, layer, self.take(self.config.capture_batches),
-                                      max_batches=self.config.capture_batches,
-                                      memory_mb=self.config.capture_memory_mb, seed=self.config.seed,
-                                      feed=lambda x: self._forward(x, tf.constant(False))[outputs + index])
+    def capture(self, layers):
+        """Captured inputs of binarizable `layers` (a list, or one layer), all from one compiled forward pass
+        over `capture_batches` batches (traced once per run); a list of `capture.Capture`, or one."""
+        single = not isinstance(layers, (list, tuple))
+        layers = [layers] if single else list(layers)
+        outputs = len(tf.nest.flatten(self.working.outputs))
+        picks = [outputs + self.plan.binarized.index(layer.name) for layer in layers]
+
+        def feed(x):
+            values = self._forward(x, tf.constant(False))
+            return [values[i] for i in picks]
+
+        captured = capture.capture_many(layers, self.take(self.config.capture_batches),
+                                        memory_mb=self.config.capture_memory_mb, seed=self.config.seed, feed=feed)
+        return captured[0] if single else captured
 
     def evaluate_model(self, model):
         """Accuracy of another model (the user's full-precision one) on the evaluation data."""
@@ -220,24 +246,26 @@ class Engine:
         trainer.compile(loss=self.loss, metrics=["accuracy"])
         return float(trainer.evaluate(self.eval_data, verbose=0, return_dict=True)["accuracy"])
 
-    def recalibrate(self, after=-1):
+    def recalibrate(self, after=-1, *, done=0):
         """Re-estimate the moving statistics of the BatchNorms above layer index `after`.
 
         Switching a layer to binary inputs and weights changes the scale of everything above it; a few
         hundred steps at momentum 0.99 leave the moving averages far from the new statistics, and the
-        model then fails at inference although it trains well. Cumulative averages over a few batches
-        (momentum i / (i + 1) at batch i) fix that at the cost of a few forward passes.
+        model then fails at inference although it trains well. Cumulative averages over
+        `bn_recalibration_batches` batches (momentum i / (i + 1) at batch i) fix that. `done` batches of
+        the average were taken by the last training steps (`fit(recalibrate_after=...)`); the rest are
+        forward passes in training mode here.
         """
         index = {layer.name: i for i, layer in enumerate(self.working.layers)}
         norms = [bn for bn in self._norms if index[bn.name] > after]
-        if not norms or self.config.bn_recalibration_batches == 0:
+        total = self.config.bn_recalibration_batches
+        if not norms or done >= total:
             return
         self._set_batchnorm_training(set(norms))
-        momenta = [bn.momentum.numpy() for bn in self._norms]
-        for i, (x, *_) in enumerate(self.take(self.config.bn_recalibration_batches)):
+        for i, (x, *_) in enumerate(self.take(total - done), start=done):
             self._assign_momenta(tf.fill([len(self._norms)], i / (i + 1)))  # only the training ones use it
             self._forward(x, tf.constant(True))
-        self._assign_momenta(tf.constant(momenta, tf.float32))
+        self._assign_momenta(self._momenta)
         self._set_batchnorm_training(set())
 
     # ---- helpers -------------------------------------------------------------------------------------

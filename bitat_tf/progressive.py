@@ -138,8 +138,8 @@ class _Run(Engine):
             bn = graph.following_batchnorm(layer)
             layers += [layer] + ([bn] if bn is not None else [])
         label = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
-        hist = self.fit(config.learning_rate, len(names) * self.steps(config.steps_per_layer, config.epochs_per_layer),
-                        f"{label} quantize", layers=layers, extra=extra, weights=weights)
+        hist = self.fit(config.learning_rate, self._quantize_steps(names), f"{label} quantize", layers=layers,
+                        extra=extra, weights=weights)
         if self.penalty is not None:
             self.penalty.write_back(state)
             state.freeze(names[0], self.penalty.current_error())
@@ -148,14 +148,21 @@ class _Run(Engine):
         return hist
 
     def finetune_above(self, names):
-        """Fine-tune every layer above the stage's last layer, its budget scaled by the stage's layers."""
+        """Fine-tune every layer above the stage's last layer, its budget scaled by the stage's layers, and
+        re-estimate the BatchNorm statistics above it (averaged over the phase's last steps)."""
         index = self.plan[names[-1]].index
-        above = self._layers_above(index)
-        steps = len(names) * self.steps(self.config.finetune_steps, self.config.finetune_epochs)
-        if not above or steps == 0:
-            return {}
         label = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
-        return self.fit(self.config.finetune_learning_rate, steps, f"{label} fine-tune above", layers=above)
+        return self.fit(self.config.finetune_learning_rate, self._finetune_steps(names), f"{label} fine-tune above",
+                        layers=self._layers_above(index), recalibrate_after=index)
+
+    def _quantize_steps(self, names):
+        return len(names) * self.steps(self.config.steps_per_layer, self.config.epochs_per_layer)
+
+    def _finetune_steps(self, names):
+        """Zero for the top stage: nothing is above it."""
+        if not self._layers_above(self.plan[names[-1]].index):
+            return 0
+        return len(names) * self.steps(self.config.finetune_steps, self.config.finetune_epochs)
 
     # ---- the whole run -------------------------------------------------------------------------------
     def execute(self, checkpointer):
@@ -180,7 +187,6 @@ class _Run(Engine):
                 finetuned = self.finetune_above(names)
                 for name in names:
                     self.history[name] = {"quantize": quantized, "finetune": finetuned}
-                self.recalibrate(self.plan[names[-1]].index)
                 accuracy = self.evaluate() if self._measures_after(stages, i) else None
                 seconds = time.time() - t0
                 for name in names:
@@ -208,12 +214,7 @@ class _Run(Engine):
 
     def pass_steps(self):
         """Optimizer steps of the progressive pass: every stage's quantize and fine-tune-above phases."""
-        config, total = self.config, 0
-        for _, names in self.stages():
-            total += len(names) * self.steps(config.steps_per_layer, config.epochs_per_layer)
-            if self._layers_above(self.plan[names[-1]].index):
-                total += len(names) * self.steps(config.finetune_steps, config.finetune_epochs)
-        return total
+        return sum(self._quantize_steps(names) + self._finetune_steps(names) for _, names in self.stages())
 
     def _measures_after(self, stages, i):
         """Whether accuracy is measured after stage i (`evaluate_every`); the last stage is measured at the
@@ -241,8 +242,8 @@ class _Run(Engine):
             return
         seed_host(self.config.seed)
         self.history["activation_warmup"] = self.fit(self.config.learning_rate, self.config.activation_warmup_steps,
-                                                     "activation warm-up", layers=self.working.layers)
-        self.recalibrate(-1)
+                                                     "activation warm-up", layers=self.working.layers,
+                                                     recalibrate_after=-1)
         self.say(f"bitat_tf: activations binary, weights real: accuracy {self.evaluate():.4f}")
 
     def final_phase(self):
@@ -259,5 +260,4 @@ class _Run(Engine):
         label = "final end-to-end" if end_to_end else "final fine-tune"
         learning_rate = config.final_learning_rate or config.finetune_learning_rate
         self.history[label.replace(" ", "_").replace("-", "_")] = self.fit(
-            learning_rate, steps, label, layers=self.working.layers, exclude=frozen)
-        self.recalibrate(-1)
+            learning_rate, steps, label, layers=self.working.layers, exclude=frozen, recalibrate_after=-1)

@@ -45,10 +45,10 @@ def test_reactnet_first_step_keeps_weights_real(trained_cnn, digits_ds, monkeypa
     seen = []
     original = baselines.EndToEndRun.train_phase
 
-    def spy(self, label, steps):
+    def spy(self, label, steps, **kwargs):
         layer = self.working.get_layer("block1_a")
         seen.append((layer.input_quantizer.active, graph.weight_quantizer(layer).active, layer.pad_values))
-        return original(self, label, steps)
+        return original(self, label, steps, **kwargs)
 
     monkeypatch.setattr(baselines.EndToEndRun, "train_phase", spy)
     train, _ = digits_ds
