@@ -80,13 +80,23 @@ def write_summary(out):
 
     summary = {"scales": [f"{s:g}" for s in scales], "base_learning_rates": BASE, "methods": table,
                "selection": "highest validation accuracy; test accuracy not consulted",
-               "command": "python benchmarks/trials.py " + " ".join(sys.argv[1:]), **runinfo.provenance()}
+               "command": _commands(table, out), **runinfo.provenance()}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "trials.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)
     for method, row in table.items():
         cells = ", ".join(f"x{s}: {100 * t['val_accuracy']:.1f}%" for s, t in row["trials"].items())
         print(f"{method:16s} {cells}  best x{row['best_scale']}")
+
+
+def _commands(table, out):
+    """Commands that regenerate the trials on disk (each resumes), methods grouped by their scales."""
+    groups = {}
+    for method, row in table.items():
+        groups.setdefault(",".join(row["trials"]), []).append(method)
+    mode = os.path.basename(os.path.normpath(out))[len("trials_"):] or "quick"
+    return "; ".join(f"python benchmarks/trials.py --mode {mode} --methods {','.join(methods)} --scales {scales}"
+                     for scales, methods in groups.items())
 
 
 if __name__ == "__main__":
