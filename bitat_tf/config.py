@@ -88,7 +88,9 @@ class BinarizeConfig:
         capture_memory_mb: bound on the feature maps held while capturing.
         kmeans_rows: rows of X used by k-means (clustering cost is linear in it).
         bn_recalibration_batches: batches over which the BatchNorm statistics above a freshly binarized
-            layer are re-estimated before it is evaluated (0 = never).
+            layer are re-estimated (0 = never): the last steps of its fine-tune above average them (batches
+            the steps compute anyway), forward passes make up any the fine-tune was too short for. The last
+            phase ends the same way for the whole network.
         seed: seeds sampling, k-means and TensorFlow.
         loss: a Keras loss; by default the model's compiled loss, or a crossentropy chosen from the
             labels and whether the model ends in a softmax.

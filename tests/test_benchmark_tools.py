@@ -1,4 +1,4 @@
-"""The benchmark's bookkeeping: equal-time reading of a curve, and trial summaries that keep every trial."""
+"""The benchmark's bookkeeping: equal-time reading of a curve, trial summaries that keep every trial, seed spreads."""
 
 import json
 import math
@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 import budgets  # noqa: E402
+import seeds  # noqa: E402
 import trials  # noqa: E402
 
 
@@ -57,3 +58,23 @@ def test_budget_summary_reads_every_method_folder_beside_its_own_files(tmp_path)
     assert set(summary["curves"]) == {"reactnet", "ste"}
     assert [row["reference"] for row in summary["equal_time"]] == ["reactnet at x1", "reactnet at x2"]
     assert summary["equal_time"][0]["methods"]["ste"]["test_accuracy"] is None  # 100 s is before STE's point
+
+
+def test_seed_summary_gives_mean_and_sample_spread_of_each_method(tmp_path):
+    """Only budget-1 points count; the spread is the sample standard deviation over the seeds on disk."""
+    for seed, test in ((0, 0.60), (1, 0.64), (2, 0.62)):
+        for method, budget in (("reactnet", 1), ("reactnet", 2)):
+            folder = tmp_path / f"s{seed}" / method / f"x{budget}"
+            folder.mkdir(parents=True)
+            figures = {"budget_steps": 10, "binarize_seconds": 100.0 + seed, "val_accuracy": test - 0.01,
+                       "test_accuracy": test if budget == 1 else 0.99, "timing": {"overhead_seconds": 10.0}}
+            (folder / f"{method}.json").write_text(json.dumps({"figures": figures}))
+    (tmp_path / "notes").mkdir()  # other folders are ignored
+    args = type("Args", (), {"mode": "standard", "fp_seed": 0})()
+    summary = seeds.write_summary(str(tmp_path), args)
+    row = summary["methods"]["reactnet"]
+    assert sorted(row["seeds"]) == [0, 1, 2]
+    assert row["test_accuracy"]["mean"] == pytest.approx(0.62)
+    assert row["test_accuracy"]["std"] == pytest.approx(0.02)
+    assert (row["test_accuracy"]["min"], row["test_accuracy"]["max"], row["test_accuracy"]["n"]) == (0.60, 0.64, 3)
+    assert row["seconds"]["mean"] == pytest.approx(101.0) and row["overhead_seconds"]["std"] == 0.0

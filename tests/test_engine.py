@@ -212,24 +212,25 @@ def test_gates_follow_the_trainable_mask(trained_cnn):
     assert "convolution_op" not in vars(convs[0])  # the plain method again
 
 
-@pytest.mark.parametrize("steps, total", [(5, 3), (2, 4)])
+@pytest.mark.parametrize("steps, total", [(12, 3), (8, 3), (3, 2)])
 def test_batchnorm_statistics_average_over_the_last_steps_then_extra_batches(trained_cnn, digits, steps, total):
     """`fit(recalibrate_after=...)`: the moving mean is the plain average of the batch means over the phase's
-    last `bn_recalibration_batches` steps, continued over extra forward passes only where the phase was
-    shorter. Learning rate 0, so the weights (and each batch's statistics) stay those of the model."""
+    last steps (at most `bn_recalibration_batches`, within its last quarter), continued over extra forward
+    passes for the batches the window lacks. Learning rate 0, so the weights (and each batch's statistics)
+    stay those of the model."""
     from bitat_tf.baselines import EndToEndConfig, EndToEndRun
 
-    x, y = digits[0][:32 * 8], digits[1][:32 * 8]
+    x, y = digits[0][:32 * 16], digits[1][:32 * 16]
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)  # fixed order: batch i is x[32 i: 32 (i + 1)]
     config = EndToEndConfig(method="ste", steps=steps, bn_recalibration_batches=total)
     plan = graph.make_plan(trained_cnn, config)
-    run = EndToEndRun(trained_cnn, plan, data, None, config, 8, True, 0)
+    run = EndToEndRun(trained_cnn, plan, data, None, config, 16, True, 0)
     with run.session():
         run.fit(0.0, steps, "phase", layers=run.working.layers, recalibrate_after=-1)
         averaged = run.working.get_layer("stem_bn").moving_mean.numpy()
     stem = trained_cnn.get_layer("stem")
-    means = [tf.reduce_mean(stem(x[32 * i: 32 * (i + 1)]), axis=(0, 1, 2)).numpy() for i in range(8)]
-    window = min(steps, total)
+    means = [tf.reduce_mean(stem(x[32 * i: 32 * (i + 1)]), axis=(0, 1, 2)).numpy() for i in range(16)]
+    window = {12: 3, 8: 2, 3: 0}[steps]  # min(total, steps // 4)
     # the train stream's last `window` batches, then the plain stream's first `total - window` (one pass each)
     used = means[steps - window: steps] + means[:total - window]
     np.testing.assert_allclose(averaged, np.mean(used, axis=0), rtol=1e-4, atol=1e-5)
