@@ -71,7 +71,7 @@ def write_summary(out, args):
                          **{key: spread([r[key] for r in by_seed.values()])
                             for key in ("val_accuracy", "test_accuracy", "seconds", "overhead_seconds")}}
     summary = {"mode": args.mode, "fp_seed": args.fp_seed, "methods": table,
-               "command": "python benchmarks/seeds.py " + " ".join(sys.argv[1:]), **runinfo.provenance()}
+               "command": _command(table, args), **runinfo.provenance()}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "seeds.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)
@@ -80,6 +80,14 @@ def write_summary(out, args):
         print(f"{method:12s} test {100 * test['mean']:.1f}% (sd {100 * (test['std'] or 0):.1f}, "
               f"{100 * test['min']:.1f}-{100 * test['max']:.1f}, n={test['n']}); {seconds['mean']:.0f} s")
     return summary
+
+
+def _command(table, args):
+    """The command that regenerates every run on disk (each resumes)."""
+    seeds = sorted({seed for row in table.values() for seed in row["seeds"]})
+    source = f" --scales-from {args.scales_from}" if getattr(args, "scales_from", None) else ""
+    return (f"python benchmarks/seeds.py --mode {args.mode}{source} --methods {','.join(table)} "
+            f"--seeds {','.join(str(s) for s in seeds)}")
 
 
 if __name__ == "__main__":

@@ -193,6 +193,51 @@ def budgets_table(mode):
     return "\n".join(rows)
 
 
+def seeds_table():
+    """Standard-budget runs over seeds: accuracy mean and spread (their seconds are not a timing comparison:
+    the seeds ran at different times, some beside other work)."""
+    record = _load("seeds_standard", "seeds.json")
+    if not record:
+        return ""
+    rows = [f"**Seeds, standard mode, 1x budget** (`results/seeds_standard/seeds.json`, `{record['command']}`; "
+            f"every seed from the same full-precision checkpoint (seed {record['fp_seed']}); mean, sample standard "
+            "deviation and range over the seeds; accuracy only, the seeds' seconds are not a timing comparison):\n",
+            "| method | seeds | test top-1 (mean ± sd) | test range | val top-1 (mean ± sd) |", "|---|---|---|---|---|"]
+    for row in record["methods"].values():
+        test, val = row["test_accuracy"], row["val_accuracy"]
+        sd = lambda v: "" if v["std"] is None else f" ± {100 * v['std']:.1f}"  # noqa: E731
+        rows.append(f"| {row['label']} | {', '.join(str(k) for k in row['seeds'])} | {100 * test['mean']:.1f}%{sd(test)} | "
+                    f"{100 * test['min']:.1f}-{100 * test['max']:.1f}% | {100 * val['mean']:.1f}%{sd(val)} |")
+    return "\n".join(rows)
+
+
+def engine_runs_table():
+    """The standard default run and STE on this engine and on the session-start engine, one sitting."""
+    rows = []
+    for folder in ("engine_after_standard", "engine_before_standard"):
+        for method in ("bitat_e2e", "ste"):
+            record = _load(folder, method, "x1", f"{method}.json")
+            if not record:
+                continue
+            f = record["figures"]
+            t = f["timing"]
+            steps = ", ".join(f"{k} {1000 * v['seconds_per_step']:.0f} ms" for k, v in t["phases"].items()
+                              if v.get("seconds_per_step"))
+            rows.append(f"| {folder.split('_')[1]} ({str(record.get('commit') or f.get('commit') or '?')[:7]}) | "
+                        f"{f['label']} | {f['binarize_seconds']:.0f} s | {t['overhead_seconds']:.0f} s "
+                        f"({100 * t['overhead_seconds'] / t['wall_seconds']:.0f}%) | "
+                        f"{t.get('first_phase_extra_seconds') or 0:.0f} s | {_pct(f['test_accuracy'])} | {steps} |")
+    if not rows:
+        return ""
+    return "\n".join([
+        "**The engine before and after, standard mode, one sitting** (`results/engine_after_standard/`, "
+        "`results/engine_before_standard/`; `python benchmarks/budgets.py --mode standard --scales-from quick "
+        "--methods bitat_e2e,ste --budgets 1 --out ...`, the before from a checkout of f3db2aa via `PYTHONPATH`; "
+        "seed 0; overhead = wall time minus steps x median seconds a step):\n",
+        "| engine | method | wall | overhead | of which the first phase's extra (trace) | test top-1 | "
+        "median seconds a step, by phase |", "|---|---|---|---|---|---|---|", *rows])
+
+
 def table():
     rows = ["| run | FP test acc | BiTAT binary test acc | binarize time | total time | s+V params (aggregated / "
             "unaggregated) | LceBconv2d | Keras vs LCE top-1 | LCE / FP TFLite size |",
@@ -213,7 +258,8 @@ def table():
             f"{fig['transform_params']:,} / {fig['unaggregated_params']:,} ({100 * ratio:.2f}%)" if ratio else "-",
             f"{export['lce_bconv2d']} of {export['binarized_convolutions']}" if export else "-",
             _pct(export.get("top1_agreement")) if export else "-", sizes]) + " |")
-    parts = ("\n".join(rows), bench_tables(), trials_table(), budgets_table("standard"), budgets_table("quick"), engine_table(), deployment_table(),
+    parts = ("\n".join(rows), bench_tables(), trials_table(), seeds_table(), engine_runs_table(), budgets_table("standard"), budgets_table("quick"),
+             engine_table(), deployment_table(),
              applications_table(), memory_table())
     return "\n\n".join(part for part in parts if part)
 
