@@ -83,11 +83,13 @@ def write_summary(out, args):
 
 
 def _command(table, args):
-    """The command that regenerates every run on disk (each resumes)."""
-    seeds = sorted({seed for row in table.values() for seed in row["seeds"]})
+    """Commands that regenerate every run on disk (each resumes), methods grouped by their seeds."""
+    groups = {}
+    for method, row in table.items():
+        groups.setdefault(",".join(str(s) for s in sorted(row["seeds"])), []).append(method)
     source = f" --scales-from {args.scales_from}" if getattr(args, "scales_from", None) else ""
-    return (f"python benchmarks/seeds.py --mode {args.mode}{source} --methods {','.join(table)} "
-            f"--seeds {','.join(str(s) for s in seeds)}")
+    return "; ".join(f"python benchmarks/seeds.py --mode {args.mode}{source} --methods {','.join(methods)} "
+                     f"--seeds {seeds}" for seeds, methods in groups.items())
 
 
 if __name__ == "__main__":
