@@ -223,7 +223,8 @@ def engine_runs_table():
             t = f["timing"]
             steps = ", ".join(f"{k} {1000 * v['seconds_per_step']:.0f} ms" for k, v in t["phases"].items()
                               if v.get("seconds_per_step"))
-            rows.append(f"| {folder.split('_')[1]} ({str(record.get('commit') or f.get('commit') or '?')[:7]}) | "
+            commit = (_load(folder, method, "x1", "summary.json") or {}).get("commit") or "?"
+            rows.append(f"| {folder.split('_')[1]} ({str(commit)[:7]}) | "
                         f"{f['label']} | {f['binarize_seconds']:.0f} s | {t['overhead_seconds']:.0f} s "
                         f"({100 * t['overhead_seconds'] / t['wall_seconds']:.0f}%) | "
                         f"{t.get('first_phase_extra_seconds') or 0:.0f} s | {_pct(f['test_accuracy'])} | {steps} |")
