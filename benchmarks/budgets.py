@@ -133,14 +133,10 @@ def write_summary(out, mode, scales, scales_from=None):
 
 
 def _commands(curves, mode, scales_from):
-    """Commands that regenerate the curves on disk (each run resumes; methods grouped by their budgets)."""
-    groups = {}
-    for method, points in curves.items():
-        groups.setdefault(",".join(f"{p['budget']:g}" for p in sorted(points, key=lambda p: p["budget"])),
-                          []).append(method)
     source = f" --scales-from {scales_from}" if scales_from and scales_from != mode else ""
-    return "; ".join(f"python benchmarks/budgets.py --mode {mode}{source} --methods {','.join(methods)} "
-                     f"--budgets {budgets}" for budgets, methods in groups.items())
+    return bench.regenerate_commands("budgets.py", f"--mode {mode}{source}", "--budgets", {
+        method: ",".join(f"{p['budget']:g}" for p in sorted(points, key=lambda p: p["budget"]))
+        for method, points in curves.items()})
 
 
 def _pct(value):

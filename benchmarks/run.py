@@ -129,6 +129,16 @@ def settings(args):
     return chosen
 
 
+def regenerate_commands(script, fixed, flag, keys):
+    """Commands of `benchmarks/<script>` that regenerate the runs on disk (each resumes): one per distinct
+    value of `keys` (method -> e.g. its scales), given after `flag`, with the methods that share it."""
+    groups = {}
+    for method, key in keys.items():
+        groups.setdefault(key, []).append(method)
+    return "; ".join(f"python benchmarks/{script} {fixed} --methods {','.join(methods)} {flag} {key}"
+                     for key, methods in groups.items())
+
+
 def recipe(args):
     seed = args.seed if args.fp_seed is None else args.fp_seed
     return f"reactnet_a_w{args.width:g}_n{args.train_limit}_e{args.fp_epochs}_s{seed}"

@@ -83,13 +83,9 @@ def write_summary(out, args):
 
 
 def _command(table, args):
-    """Commands that regenerate every run on disk (each resumes), methods grouped by their seeds."""
-    groups = {}
-    for method, row in table.items():
-        groups.setdefault(",".join(str(s) for s in sorted(row["seeds"])), []).append(method)
     source = f" --scales-from {args.scales_from}" if getattr(args, "scales_from", None) else ""
-    return "; ".join(f"python benchmarks/seeds.py --mode {args.mode}{source} --methods {','.join(methods)} "
-                     f"--seeds {seeds}" for seeds, methods in groups.items())
+    return bench.regenerate_commands("seeds.py", f"--mode {args.mode}{source}", "--seeds", {
+        method: ",".join(str(s) for s in sorted(row["seeds"])) for method, row in table.items()})
 
 
 if __name__ == "__main__":

@@ -90,13 +90,9 @@ def write_summary(out):
 
 
 def _commands(table, out):
-    """Commands that regenerate the trials on disk (each resumes), methods grouped by their scales."""
-    groups = {}
-    for method, row in table.items():
-        groups.setdefault(",".join(row["trials"]), []).append(method)
     mode = os.path.basename(os.path.normpath(out))[len("trials_"):] or "quick"
-    return "; ".join(f"python benchmarks/trials.py --mode {mode} --methods {','.join(methods)} --scales {scales}"
-                     for scales, methods in groups.items())
+    return bench.regenerate_commands("trials.py", f"--mode {mode}", "--scales",
+                                     {method: ",".join(row["trials"]) for method, row in table.items()})
 
 
 if __name__ == "__main__":

@@ -125,8 +125,8 @@ class Engine:
         finally:
             controls.detach()
             self._trainer = self._forward = None
-            _release(self._streams)
-            self._streams = {}
+            streams, self._streams = self._streams, {}
+            _release(streams)  # the dict then holds the only references to the iterators
 
     def fit(self, learning_rate, steps, label, *, layers, extra=(), exclude=(), weights=None,
             recalibrate_after=None):
@@ -163,9 +163,8 @@ class Engine:
         history, durations, chunk_start, logs = {}, [], time.perf_counter(), {}
         trainer.reset_metrics()
         for step in range(1, steps + 1):
-            if step > steps - window:  # the i-th step of the window: momentum i / (i + 1)
-                i = step - (steps - window) - 1
-                self._assign_momenta(tf.fill([len(self._norms)], i / (i + 1)))
+            if step > steps - window:
+                self._average_into_moving_statistics(step - (steps - window) - 1)
             t0 = time.perf_counter()
             logs = train_function(iterator)
             durations.append(time.perf_counter() - t0)
@@ -269,12 +268,17 @@ class Engine:
             return
         self._set_batchnorm_training(set(norms))
         for i, (x, *_) in enumerate(self.take(total - done), start=done):
-            self._assign_momenta(tf.fill([len(self._norms)], i / (i + 1)))  # only the training ones use it
+            self._average_into_moving_statistics(i)
             self._forward(x, tf.constant(True))
         self._assign_momenta(self._momenta)
         self._set_batchnorm_training(set())
 
     # ---- helpers -------------------------------------------------------------------------------------
+    def _average_into_moving_statistics(self, i):
+        """Momentum i / (i + 1) for the next batch, the i-th (from 0) of a cumulative average: the moving
+        statistics become the plain mean of the batches' statistics. Only training BatchNorms use it."""
+        self._assign_momenta(tf.fill([len(self._norms)], i / (i + 1)))
+
     def _reset_optimizer(self, learning_rate, steps):
         """A fresh Adam for each phase (zero moments, step 0) with a cosine schedule over its steps."""
         self._zero_optimizer()
@@ -352,7 +356,6 @@ def _release(iterators):
     wakes from its sleep: idle time (0.2 s of CPU), but up to ~30 s for each of the two streams at the end
     of a standard CIFAR-10 run, measured, which `binarize` would otherwise spend before returning.
     """
-    iterators = dict(iterators)
     threading.Thread(target=iterators.clear, name="bitat_tf-release-iterators", daemon=True).start()
 
 
