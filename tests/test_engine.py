@@ -155,7 +155,11 @@ def test_gated_gradients_train_exactly_as_full_gradients(trained_cnn, digits):
     controls = engine._Controls(working)
     try:
         trainer = training.BitatTrainer(working)
-        trainer.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        # Plain SGD: Adam divides each update by the root of its running squared gradient, which turns the
+        # round-off of a near-zero gradient (two kernel paths, threads summing in another order) into a
+        # full-size step, so its weights differed by up to 2e-4 in 1 of 6 runs; SGD's updates are the
+        # gradients themselves, which is the identity under test.
+        trainer.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         x, y = digits[0][:64], digits[1][:64]
         index = working.layers.index(middle)
         phases = [[v for v in middle.trainable_weights],  # quantize the middle conv
