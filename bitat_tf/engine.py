@@ -350,13 +350,16 @@ def _ref(variable):
 
 
 def _release(iterators):
-    """Drop the run's tf.data iterators on a daemon thread.
+    """Drop the run's tf.data iterators on a background thread.
 
     Destroying an iterator of an autotuned input pipeline waits until the pipeline's autotuning thread
     wakes from its sleep: idle time (0.2 s of CPU), but up to ~30 s for each of the two streams at the end
-    of a standard CIFAR-10 run, measured, which `binarize` would otherwise spend before returning.
+    of a standard CIFAR-10 run, measured, which `binarize` would otherwise spend before returning. The
+    thread is not a daemon: interpreter exit waits for it, since a daemon thread killed inside
+    TensorFlow's C++ aborts the process ("terminate called ... exception not rethrown", seen in a script
+    that exits right after `binarize`).
     """
-    threading.Thread(target=iterators.clear, name="bitat_tf-release-iterators", daemon=True).start()
+    threading.Thread(target=iterators.clear, name="bitat_tf-release-iterators").start()
 
 
 def _distribute(dataset):
