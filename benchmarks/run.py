@@ -59,6 +59,10 @@ METHODS = {
     # end-to-end phase share the rest
     "bitat_act_e2e": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
                                 "pass_share": 0.375, "warmup_share": 0.25}),
+    # shaped like ReActNet's two steps: half the budget binarizes the activations (weights real, at the last
+    # phase's learning rate), then a short pass binarizes the weights layer by layer instead of all at once
+    "bitat_act_p12": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
+                                "pass_share": 0.125, "warmup_share": 0.5, "warmup_at_final_lr": True}),
 }
 LABELS = {
     "bitat": "BiTAT (full, k-means aggregated)", "sequential": "BiTAT sequential only",
@@ -73,6 +77,7 @@ LABELS = {
     "bitat_e2e_p25": "BiTAT warm start on a quarter of the budget + end-to-end distillation",
     "bitat_e2e_p12": "BiTAT warm start on an eighth of the budget + end-to-end distillation",
     "bitat_act_e2e": "activations first, then BiTAT pass, then end-to-end distillation",
+    "bitat_act_p12": "activations first on half the budget, BiTAT pass on an eighth, end-to-end distillation",
 }
 MODES = {
     # 16k training images, 4 FP epochs; 31 layers x 16 steps = 496 steps (4 epochs of the subset) a method.
@@ -173,6 +178,8 @@ def worker(args):
         warmup = round(budget * extra.pop("warmup_share", 0.0))
         if warmup:
             extra["activation_warmup_steps"] = warmup
+        if extra.pop("warmup_at_final_lr", False):
+            extra["warmup_learning_rate"] = args.baseline_learning_rate
         steps_per_layer = max(1, round(args.steps_per_layer * share))
         finetune_steps = round(args.finetune_steps * share)
         if share < 1.0:  # the rest of the same budget goes to the last phase

@@ -65,6 +65,8 @@ class BinarizeConfig:
             binarizes the inputs of every chosen layer (thresholds from the data), trains the whole network
             for n steps with real weights (ReActNet's first step as a warm-up), then binarizes the weights
             layer by layer; the thresholds then keep their trained values.
+        warmup_learning_rate: Adam step size of that warm-up (default: learning_rate). It trains the whole
+            network, like the last phase, so a run shaped like ReActNet's two steps gives it the last phase's.
         distill_weight: w in `(1 - w) * task + w * KL(teacher || student)` in every stage (quantize,
             fine-tune above, last phase), the teacher being a frozen copy of the full-precision model
             (ReActNet's distribution loss; beyond the paper). 0 = task loss only.
@@ -114,6 +116,7 @@ class BinarizeConfig:
         final_learning_rate=4e-3,
         distill_weight=1.0,
         activation_warmup_steps=0,
+        warmup_learning_rate=None,
         stage="layer",
         evaluate_every="block",
         learning_rate=1.2e-2,
@@ -154,8 +157,9 @@ class BinarizeConfig:
         for name, value in (("learning_rate", learning_rate),
                             ("finetune_learning_rate", finetune_learning_rate)):
             _check(_is_real(value) and 0 < value < 1, name, value, "a number in (0, 1)")
-        _check(final_learning_rate is None or (_is_real(final_learning_rate) and 0 < final_learning_rate < 1),
-               "final_learning_rate", final_learning_rate, "None or a number in (0, 1)")
+        for name, value in (("final_learning_rate", final_learning_rate),
+                            ("warmup_learning_rate", warmup_learning_rate)):
+            _check(value is None or (_is_real(value) and 0 < value < 1), name, value, "None or a number in (0, 1)")
         _check(final_phase in FINAL_PHASES, "final_phase", final_phase, f"one of {FINAL_PHASES}")
         _check(_is_real(distill_weight) and 0 <= distill_weight <= 1, "distill_weight", distill_weight,
                "a number in [0, 1]")
@@ -188,6 +192,7 @@ class BinarizeConfig:
         self.final_learning_rate = None if final_learning_rate is None else float(final_learning_rate)
         self.distill_weight = float(distill_weight)
         self.activation_warmup_steps = int(activation_warmup_steps or 0)
+        self.warmup_learning_rate = None if warmup_learning_rate is None else float(warmup_learning_rate)
         self.stage = stage
         self.evaluate_every = evaluate_every
         self.learning_rate = float(learning_rate)

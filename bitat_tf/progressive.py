@@ -241,9 +241,10 @@ class _Run(Engine):
         if resumed:
             return
         seed_host(self.config.seed)
-        self.history["activation_warmup"] = self.fit(self.config.learning_rate, self.config.activation_warmup_steps,
-                                                     "activation warm-up", layers=self.working.layers,
-                                                     recalibrate_after=-1)
+        config = self.config
+        self.history["activation_warmup"] = self.fit(config.warmup_learning_rate or config.learning_rate,
+                                                     config.activation_warmup_steps, "activation warm-up",
+                                                     layers=self.working.layers, recalibrate_after=-1)
         self.say(f"bitat_tf: activations binary, weights real: accuracy {self.evaluate():.4f}")
 
     def final_phase(self):

@@ -125,6 +125,7 @@ def test_the_default_last_phase_is_as_long_as_the_pass(trained_cnn, digits_ds):
     (dict(distill_weight=1.5), "distill_weight must be a number in \\[0, 1\\]"),
     (dict(final_finetune_steps=-1), "final_finetune_steps"),
     (dict(final_learning_rate=0.0), "final_learning_rate"),
+    (dict(warmup_learning_rate=1.5), "warmup_learning_rate must be None or a number in \\(0, 1\\)"),
     (dict(final_finetune_epochs="all"), 'final_finetune_epochs must be a finite number of epochs >= 0 or "pass"'),
 ])
 def test_lever_values_out_of_range(kwargs, match):
@@ -155,6 +156,24 @@ def test_activation_warmup_binarizes_every_input_first_and_keeps_its_thresholds(
     assert seen[1]["weights"] == [True, False, False]
     assert inits == ["block1_a", "block1_b", "block2_a"]  # once each, in the warm-up, never again
     assert "activation_warmup" in result.history
+
+
+@pytest.mark.parametrize("warmup_learning_rate, expected", [(None, 3e-3), (7e-4, 7e-4)])
+def test_activation_warmup_trains_at_its_own_learning_rate(trained_cnn, digits_ds, monkeypatch,
+                                                           warmup_learning_rate, expected):
+    rates = {}
+    original = progressive._Run.fit
+
+    def spy(run, learning_rate, steps, label, **kwargs):
+        rates.setdefault(label, learning_rate)
+        return original(run, learning_rate, steps, label, **kwargs)
+
+    monkeypatch.setattr(progressive._Run, "fit", spy)
+    config = bitat_tf.BinarizeConfig.paper(**CHEAP, activation_warmup_steps=2,
+                                           warmup_learning_rate=warmup_learning_rate)
+    bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), config=config, verbose=0)
+    assert rates["activation warm-up"] == pytest.approx(expected)
+    assert rates["block1_a quantize"] == pytest.approx(3e-3)
 
 
 def test_without_warmup_each_input_is_switched_on_with_its_layer(trained_cnn, digits_ds, monkeypatch):
