@@ -45,6 +45,9 @@ def main(argv=None):
     p.add_argument("--case", choices=("mobilenet", "steps", "stages"), default="mobilenet")
     p.add_argument("--no-gating", action="store_true", help="compute every gradient (before/after of gating)")
     p.add_argument("--xla", action="store_true", help="compile the train and test steps with XLA (jit_compile)")
+    p.add_argument("--recipe", choices=("paper", "default"), default="paper",
+                   help="steps and stages cases: BiTAT as published, or the default recipe (distillation from "
+                        "the full-precision teacher in every step, then an end-to-end phase of the pass's length)")
     args = p.parse_args(argv)
     if args.xla:
         from bitat_tf import training
@@ -57,9 +60,9 @@ def main(argv=None):
         gating.Gates.set = lambda self, trains: [g.need_dx.assign(True) or g.need_dw.assign(True)
                                                  for g in self.gates.values()]
     if args.case == "steps":
-        return _store(args, step_costs())
+        return _store(args, step_costs(recipe=args.recipe))
     if args.case == "stages":
-        return _store(args, stage_costs())
+        return _store(args, stage_costs(recipe=args.recipe))
 
     import numpy as np
     import tensorflow as tf
@@ -90,7 +93,16 @@ def main(argv=None):
     return _store(args, entry)
 
 
-def step_costs(steps=8):
+def _recipe(recipe, **settings):
+    """The BiTAT config of a case: as published, or the default recipe with the same pass."""
+    import bitat_tf
+
+    if recipe == "paper":
+        return bitat_tf.BinarizeConfig.paper(**settings)
+    return bitat_tf.BinarizeConfig(final_finetune_steps=8 * settings["steps_per_layer"], **settings)
+
+
+def step_costs(steps=8, recipe="paper"):
     """Seconds a step of BiTAT's quantize and fine-tune-above phases and of end-to-end STE, one process."""
     import statistics
 
@@ -106,19 +118,19 @@ def step_costs(steps=8):
     rng = np.random.default_rng(0)
     data = tf.data.Dataset.from_tensor_slices((rng.random((1024, 32, 32, 3), np.float32),
                                                rng.integers(0, 10, 1024))).batch(128).cache()
-    runs = {"bitat": bitat_tf.BinarizeConfig.paper(steps_per_layer=steps, finetune_steps=steps),
+    runs = {"bitat": _recipe(recipe, steps_per_layer=steps, finetune_steps=steps),
             "ste": bitat_tf.EndToEndConfig(method="ste", steps=8 * steps)}
     medians, entry = {}, {"case": f"ReActNet-A twin width 0.25, batch 128 (random, in memory); BiTAT {steps} "
-                                  f"quantize + {steps} fine-tune-above steps a layer; STE {8 * steps} steps"}
+                                  f"quantize + {steps} fine-tune-above steps a layer; STE {8 * steps} steps", "recipe": recipe}
     for name, config in runs.items():
         start = time.perf_counter()
         report = bitat_tf.binarize(model, data.repeat(), config=config, verbose=0).report
         entry[name] = {"seconds": time.perf_counter() - start, "timing": report.timing}
         for kind, row in report.timing["phases"].items():
-            medians[kind] = row["seconds_per_step"]
+            medians[kind if name == "bitat" else "end-to-end STE"] = row["seconds_per_step"]
     step = {k: medians[k] for k in ("quantize", "fine-tune above")}
-    e2e = next(v for k, v in medians.items() if k not in step)
-    entry["seconds_per_step"] = {**step, "end-to-end STE": e2e}
+    e2e = medians["end-to-end STE"]
+    entry["seconds_per_step"] = medians
     entry["progressive_vs_end_to_end"] = {k: v / e2e for k, v in step.items()}
     entry["progressive_mean_vs_end_to_end"] = statistics.mean(step.values()) / e2e
     entry.update(measured_at=time.strftime("%Y-%m-%d %H:%M:%S"), cpu=_cpu(), **runinfo.provenance())
@@ -126,7 +138,7 @@ def step_costs(steps=8):
     return entry
 
 
-def stage_costs(steps=8):
+def stage_costs(steps=8, recipe="paper"):
     """Seconds of a progressive run outside its optimizer steps, by part (standard model, in memory)."""
     import collections
 
@@ -163,8 +175,8 @@ def stage_costs(steps=8):
     rng = np.random.default_rng(0)
     data = tf.data.Dataset.from_tensor_slices((rng.random((1024, 32, 32, 3), np.float32),
                                                rng.integers(0, 10, 1024))).batch(128).cache()
-    config = bitat_tf.BinarizeConfig.paper(steps_per_layer=steps, finetune_steps=steps, capture_batches=4,
-                                     bn_recalibration_batches=8, blocks=zoo.reactnet_a_blocks(model))
+    config = _recipe(recipe, steps_per_layer=steps, finetune_steps=steps, capture_batches=4,
+                     bn_recalibration_batches=8, blocks=zoo.reactnet_a_blocks(model))
     start = time.perf_counter()
     report = bitat_tf.binarize(model, data.repeat(), validation_data=data.take(8), config=config, verbose=0).report
     wall = time.perf_counter() - start
@@ -175,7 +187,7 @@ def stage_costs(steps=8):
     known = sum(r["seconds"] or 0.0 for r in rows.values())
     rows["rest (phase switches, to_larq, set-up)"] = {"seconds": overhead - known}
     entry = {"case": f"ReActNet-A twin width 0.25, batch 128 (random, in memory), 8 validation batches, "
-                     f"{steps} + {steps} steps a layer, capture 4 and recalibration 8 batches",
+                     f"{steps} + {steps} steps a layer, capture 4 and recalibration 8 batches", "recipe": recipe,
              "wall_seconds": wall, "timing": timing, "overhead_parts": rows, "evaluate_every": config.evaluate_every,
              "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": _cpu(), **runinfo.provenance()}
     print(json.dumps({k: (v["seconds"] if v["seconds"] is None else round(v["seconds"], 1)) for k, v in rows.items()},

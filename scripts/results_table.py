@@ -100,6 +100,9 @@ def applications_table():
             f"inputs, one quantisation step a layer):\n\n" + record["table"])
 
 
+_RECIPES = {"paper": "BiTAT as published", "default": "the default recipe (teacher in every step)"}
+
+
 def engine_table():
     record = _load("engine_speed.json")
     if not record:
@@ -121,16 +124,17 @@ def engine_table():
         rows += ["", "**Seconds a step on the standard model** (`results/engine_speed.json`, `python benchmarks/"
                  "engine_speed.py --case steps`; ReActNet-A twin width 0.25, batch 128; median of each phase's "
                  "median after warm-up):\n",
-                 "| engine | measured | quantize step | fine-tune-above step | end-to-end STE step | progressive / STE |",
-                 "|---|---|---|---|---|---|"]
+                 "| engine | BiTAT recipe | measured | quantize step | fine-tune-above step | end-to-end STE step | "
+                 "progressive / STE |", "|---|---|---|---|---|---|---|"]
         for label, r in steps:
             t = r["seconds_per_step"]
-            rows.append(f"| {label} | {r.get('measured_at', '?')} | {1000 * t['quantize']:.0f} ms | {1000 * t['fine-tune above']:.0f} ms | "
+            rows.append(f"| {label} | {_RECIPES[r.get('recipe', 'paper')]} | {r.get('measured_at', '?')} | "
+                        f"{1000 * t['quantize']:.0f} ms | {1000 * t['fine-tune above']:.0f} ms | "
                         f"{1000 * t['end-to-end STE']:.0f} ms | {r['progressive_mean_vs_end_to_end']:.2f}x |")
     for label, r in stages:
         t = r["timing"]
         rows += ["", f"**Where a progressive run's non-training time goes** (`results/engine_speed.json` "
-                 f"[{label}], `python benchmarks/engine_speed.py --case stages`; {r['case']}; BiTAT as published, "
+                 f"[{label}], `python benchmarks/engine_speed.py --case stages`; {r['case']}; {_RECIPES[r.get('recipe', 'paper')]}, "
                  f"accuracy measured at block ends; {r.get('measured_at', '?')}): wall {r['wall_seconds']:.0f} s, "
                  f"steps x median {t['training_seconds']:.0f} s, overhead {t['overhead_seconds']:.0f} s "
                  f"({100 * t['overhead_seconds'] / t['wall_seconds']:.0f}%).\n",
