@@ -12,6 +12,7 @@ labels only when they were measured in the same sitting (the file records when).
     python benchmarks/engine_speed.py --case steps --label steps            # gradients gated (default)
     python benchmarks/engine_speed.py --case steps --label steps_ungated --no-gating
     python benchmarks/engine_speed.py --case stages --label stages         # where a stage's overhead goes
+    python benchmarks/engine_speed.py --case ste --label ste_xla --xla     # an STE step alone, under XLA
 
 The `steps` case measures what a step costs on the standard model (ReActNet-A twin, width 0.25, 128
 CIFAR-shaped images a batch, in memory so that no input pipeline is timed): BiTAT's quantize and
@@ -42,7 +43,7 @@ def main(argv=None):
     p.add_argument("--label", required=True)
     p.add_argument("--out", default=os.path.join(ROOT, "results", "engine_speed.json"))
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--case", choices=("mobilenet", "steps", "stages"), default="mobilenet")
+    p.add_argument("--case", choices=("mobilenet", "steps", "stages", "ste"), default="mobilenet")
     p.add_argument("--no-gating", action="store_true", help="compute every gradient (before/after of gating)")
     p.add_argument("--xla", action="store_true", help="compile the train and test steps with XLA (jit_compile)")
     p.add_argument("--recipe", choices=("paper", "default"), default="paper",
@@ -63,6 +64,8 @@ def main(argv=None):
         return _store(args, step_costs(recipe=args.recipe))
     if args.case == "stages":
         return _store(args, stage_costs(recipe=args.recipe))
+    if args.case == "ste":
+        return _store(args, ste_step())
 
     import numpy as np
     import tensorflow as tf
@@ -135,6 +138,33 @@ def step_costs(steps=8, recipe="paper"):
     entry["progressive_mean_vs_end_to_end"] = statistics.mean(step.values()) / e2e
     entry.update(measured_at=time.strftime("%Y-%m-%d %H:%M:%S"), cpu=_cpu(), **runinfo.provenance())
     print(json.dumps({k: entry[k] for k in ("seconds_per_step", "progressive_vs_end_to_end")}, indent=1))
+    return entry
+
+
+def ste_step(steps=24):
+    """Seconds an end-to-end STE step on the standard model, alone: short enough to run under `--xla`."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    import bitat_tf
+    from bitat_tf import runinfo, zoo
+
+    keras.utils.set_random_seed(0)
+    model = zoo.reactnet_a(width=0.25)
+    rng = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensor_slices((rng.random((1024, 32, 32, 3), np.float32),
+                                               rng.integers(0, 10, 1024))).batch(128).cache()
+    start = time.perf_counter()
+    report = bitat_tf.binarize(model, data.repeat(), config=bitat_tf.EndToEndConfig(method="ste", steps=steps),
+                               verbose=0).report
+    (phase,) = report.timing["phases"].values()
+    entry = {"case": f"ReActNet-A twin width 0.25, batch 128 (random, in memory); STE {steps} steps",
+             "wall_seconds": time.perf_counter() - start, "timing": report.timing,
+             "ste_seconds_per_step": phase["seconds_per_step"],
+             "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": _cpu(), **runinfo.provenance()}
+    print(f"STE step {1000 * phase['seconds_per_step']:.0f} ms; first phase beyond its steps "
+          f"{report.timing['first_phase_extra_seconds']:.1f} s")
     return entry
 
 

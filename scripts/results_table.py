@@ -110,8 +110,11 @@ def engine_table():
     rows = ["**Per-stage cost** (`results/engine_speed.json`, issue 13's MobileNet case: 13 layers, one step each; "
             "compare rows measured in the same sitting only):\n",
             "| engine | commit | measured | seconds | seconds a layer |", "|---|---|---|---|---|"]
-    steps, stages = [], []
+    steps, stages, alone = [], [], []
     for label, r in record.items():
+        if "ste_seconds_per_step" in r:
+            alone.append((label, r))
+            continue
         if "seconds_per_step" in r:
             steps.append((label, r))
             continue
@@ -131,6 +134,14 @@ def engine_table():
             rows.append(f"| {label} | {_RECIPES[r.get('recipe', 'paper')]} | {r.get('measured_at', '?')} | "
                         f"{1000 * t['quantize']:.0f} ms | {1000 * t['fine-tune above']:.0f} ms | "
                         f"{1000 * t['end-to-end STE']:.0f} ms | {r['progressive_mean_vs_end_to_end']:.2f}x |")
+    if alone:
+        rows += ["", "**An end-to-end STE step alone, with and without XLA** (`results/engine_speed.json`, `python "
+                 "benchmarks/engine_speed.py --case ste [--xla]`; ReActNet-A twin width 0.25, batch 128, 24 steps):\n",
+                 "| engine | XLA (`jit_compile`) | measured | STE step | first phase beyond its steps (trace, compile) |",
+                 "|---|---|---|---|---|"]
+        for label, r in alone:
+            rows.append(f"| {label} | {'yes' if r.get('xla') else 'no'} | {r['measured_at']} | "
+                        f"{1000 * r['ste_seconds_per_step']:.0f} ms | {r['timing']['first_phase_extra_seconds']:.0f} s |")
     for label, r in stages:
         t = r["timing"]
         rows += ["", f"**Where a progressive run's non-training time goes** (`results/engine_speed.json` "
