@@ -55,7 +55,9 @@ def _config_arguments(parser):
     group.add_argument("--finetune-epochs", type=float)
     group.add_argument("--steps-per-layer", type=int)
     group.add_argument("--finetune-steps", type=int)
-    group.add_argument("--final-finetune-epochs", type=_epochs_or_pass, help='epochs, or "pass" (as long as the pass)')
+    group.add_argument("--final-finetune-epochs", type=_epochs_or_pass,
+                       help='epochs, or "pass" (--final-pass-multiple times as long as the pass)')
+    group.add_argument("--final-pass-multiple", type=float, help="the last phase's length in passes (default 7)")
     group.add_argument("--learning-rate", type=float)
     group.add_argument("--seed", type=int, default=0)
 
@@ -65,7 +67,7 @@ def _epochs_or_pass(text):
 
 
 _CONFIG_FIELDS = ("variant", "max_groups", "quant_weight", "epochs_per_layer", "finetune_epochs", "steps_per_layer",
-                  "finetune_steps", "final_finetune_epochs", "learning_rate", "seed")
+                  "finetune_steps", "final_finetune_epochs", "final_pass_multiple", "learning_rate", "seed")
 
 
 def _config_from(args, **overrides):

@@ -251,7 +251,7 @@ class _Run(Engine):
         """After the pass: fine-tune all but the frozen binary kernels, or (end_to_end) everything."""
         config = self.config
         if config.final_finetune_steps is None and config.final_finetune_epochs == "pass":
-            steps = self.pass_steps()
+            steps = round(config.final_pass_multiple * self.pass_steps())
         else:
             steps = self.steps(config.final_finetune_steps, config.final_finetune_epochs)
         if steps <= 0:

@@ -129,3 +129,4 @@ def test_cli_runs_the_default_recipe_unless_told_paper():
     assert parse("--paper", "--epochs-per-layer", "2") == bitat_tf.BinarizeConfig.paper(epochs_per_layer=2.0)
     assert parse("--final-finetune-epochs", "3").final_finetune_epochs == 3.0
     assert parse("--paper", "--final-finetune-epochs", "pass").final_finetune_epochs == "pass"
+    assert parse("--final-pass-multiple", "3").final_pass_multiple == 3.0

@@ -100,19 +100,22 @@ def test_paper_variants_do_not_unfreeze(variant):
 
 def test_the_default_is_the_warm_start_recipe():
     default = bitat_tf.BinarizeConfig()
-    assert (default.variant, default.distill_weight, default.final_phase, default.final_finetune_epochs) == (
-        "bitat", 1.0, "end_to_end", "pass")
+    assert (default.variant, default.distill_weight, default.final_phase, default.final_finetune_epochs,
+            default.final_pass_multiple) == ("bitat", 1.0, "end_to_end", "pass", 7.0)
+    # the whole budget is that of the earlier default (half an epoch a layer, a quarter above, a pass after)
+    assert (default.epochs_per_layer + default.finetune_epochs) * (1 + default.final_pass_multiple) == 1.5
     assert bitat_tf.BinarizeConfig.from_config(default.get_config()) == default
     assert bitat_tf.BinarizeConfig.paper(distill_weight=0.5).distill_weight == 0.5  # overrides win
 
 
-def test_the_default_last_phase_is_as_long_as_the_pass(trained_cnn, digits_ds):
+@pytest.mark.parametrize("multiple, final_steps", [(None, 7 * (3 * 3 + 3 * 2)), (1.0, 3 * 3 + 3 * 2), (0.4, 6)])
+def test_the_default_last_phase_is_a_multiple_of_the_pass(trained_cnn, digits_ds, multiple, final_steps):
     """On a repeated dataset too: "pass" needs no epoch length when the pass's budgets are steps."""
-    config = bitat_tf.BinarizeConfig(**CHEAP)
+    config = bitat_tf.BinarizeConfig(**CHEAP, **({} if multiple is None else {"final_pass_multiple": multiple}))
     result = bitat_tf.binarize(trained_cnn, digits_ds[0].repeat(), config=config, verbose=0)
     phases = result.report.timing["phases"]
     assert phases["quantize"]["steps"] == 3 * 3 and phases["fine-tune above"]["steps"] == 3 * 2
-    assert phases["final end-to-end"]["steps"] == 3 * 3 + 3 * 2
+    assert phases["final end-to-end"]["steps"] == final_steps
     assert {"final_end_to_end"} <= set(result.history)
     for name in ("block1_a", "block1_b", "block2_a"):  # still binary after the latent weights trained
         with larq.context.quantized_scope(True):
@@ -127,6 +130,7 @@ def test_the_default_last_phase_is_as_long_as_the_pass(trained_cnn, digits_ds):
     (dict(final_learning_rate=0.0), "final_learning_rate"),
     (dict(warmup_learning_rate=1.5), "warmup_learning_rate must be None or a number in \\(0, 1\\)"),
     (dict(final_finetune_epochs="all"), 'final_finetune_epochs must be a finite number of epochs >= 0 or "pass"'),
+    (dict(final_pass_multiple=-1), "final_pass_multiple must be a finite number >= 0"),
 ])
 def test_lever_values_out_of_range(kwargs, match):
     with pytest.raises(bitat_tf.ConfigError, match=match):
