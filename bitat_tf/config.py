@@ -20,8 +20,8 @@ FINAL_PHASES = ("finetune", "end_to_end")
 STAGES = ("layer", "block")
 # Algorithm 1 as published: the pass alone, task loss only, the budgets and step sizes we started from.
 PAPER = dict(epochs_per_layer=1.0, finetune_epochs=0.5, final_finetune_epochs=0.0, final_pass_multiple=1.0,
-             final_phase="finetune",
-             final_learning_rate=None, distill_weight=0.0, learning_rate=1e-3, finetune_learning_rate=5e-4)
+             final_phase="finetune", final_learning_rate=None, distill_weight=0.0, learning_rate=1e-3,
+             finetune_learning_rate=5e-4)
 EVALUATE_EVERY = ("layer", "block", "end")
 
 
@@ -36,7 +36,8 @@ class BinarizeConfig:
     The defaults are the recipe our measurements found best among those built on BiTAT's progressive
     pass (README, "Results"): the pass with distillation in every stage on an eighth of the budget, then
     seven times as many steps of end-to-end training with distillation, the pass serving as a warm start
-    (beyond the paper; with the pass on half the budget the standard benchmark lost 3 points). `BinarizeConfig.paper(**overrides)` is Algorithm 1 as published: the pass alone, task loss only.
+    (beyond the paper; with the pass on half the budget the standard benchmark lost 3 points).
+    `BinarizeConfig.paper(**overrides)` is Algorithm 1 as published: the pass alone, task loss only.
 
     # Arguments
         variant: "bitat" (full method: PCA transforms, cross-layer blocks, k-means aggregation),
