@@ -167,8 +167,8 @@ def build_parser():
         command.add_argument("--checkpoint-dir", help="resume from / save to this folder after each layer")
         command.add_argument("--report", help="write the report as JSON here")
         command.add_argument("--verbose", type=int, default=1)
-    # digits has 22 batches an epoch: a few epochs per layer still take seconds (and as many again in the
-    # default recipe's last phase)
+    # digits has 22 batches an epoch: a few epochs per layer still take seconds (and seven times the pass
+    # in the default recipe's last phase)
     demo.set_defaults(epochs_per_layer=1.5, finetune_epochs=0.5, max_groups=16)
 
     try:
