@@ -72,10 +72,10 @@ LABELS = {
     "ste_larq": "end-to-end STE (plain Larq ste_sign)",
     "bitat_kd": "BiTAT + distillation in every stage",
     "bitat_ft": "BiTAT + distillation, half the budget on a last fine-tune",
-    "bitat_e2e": "BiTAT warm start + end-to-end distillation (half the budget each)",
+    "bitat_e2e": "BiTAT warm start + end-to-end distillation (half the budget each; the default until 2026-11-24)",
     "sequential_e2e": "sequential warm start + end-to-end distillation (half each)",
     "bitat_e2e_p25": "BiTAT warm start on a quarter of the budget + end-to-end distillation",
-    "bitat_e2e_p12": "BiTAT warm start on an eighth of the budget + end-to-end distillation",
+    "bitat_e2e_p12": "the default: BiTAT warm start on an eighth of the budget + end-to-end distillation",
     "bitat_act_e2e": "activations first, then BiTAT pass, then end-to-end distillation",
     "bitat_act_p12": "activations first on half the budget, BiTAT pass on an eighth, end-to-end distillation",
 }
