@@ -103,6 +103,10 @@ def applications_table():
 _RECIPES = {"paper": "BiTAT as published", "default": "the default recipe (teacher in every step)"}
 
 
+def _recipe_flag(record):
+    return "" if record.get("recipe", "paper") == "paper" else f" --recipe {record['recipe']}"
+
+
 def engine_table():
     record = _load("engine_speed.json")
     if not record:
@@ -145,7 +149,7 @@ def engine_table():
     for label, r in stages:
         t = r["timing"]
         rows += ["", f"**Where a progressive run's non-training time goes** (`results/engine_speed.json` "
-                 f"[{label}], `python benchmarks/engine_speed.py --case stages`; {r['case']}; {_RECIPES[r.get('recipe', 'paper')]}, "
+                 f"[{label}], `python benchmarks/engine_speed.py --case stages{_recipe_flag(r)}`; {r['case']}; {_RECIPES[r.get('recipe', 'paper')]}, "
                  f"accuracy measured at block ends; {r.get('measured_at', '?')}): wall {r['wall_seconds']:.0f} s, "
                  f"steps x median {t['training_seconds']:.0f} s, overhead {t['overhead_seconds']:.0f} s "
                  f"({100 * t['overhead_seconds'] / t['wall_seconds']:.0f}%).\n",
