@@ -96,6 +96,23 @@ def main(argv=None):
     return _store(args, entry)
 
 
+def _standard_case():
+    """The standard model (ReActNet-A twin, width 0.25) and 8 batches of 128 random CIFAR-shaped images held
+    in memory, so that no input pipeline is timed; seeded, the same in every case."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from bitat_tf import zoo
+
+    keras.utils.set_random_seed(0)
+    model = zoo.reactnet_a(width=0.25)
+    rng = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensor_slices((rng.random((1024, 32, 32, 3), np.float32),
+                                               rng.integers(0, 10, 1024))).batch(128).cache()
+    return model, data
+
+
 def _recipe(recipe, **settings):
     """The BiTAT config of a case: as published, or the default recipe with the same pass."""
     import bitat_tf
@@ -109,18 +126,10 @@ def step_costs(steps=8, recipe="paper"):
     """Seconds a step of BiTAT's quantize and fine-tune-above phases and of end-to-end STE, one process."""
     import statistics
 
-    import numpy as np
-    import tensorflow as tf
-    import tf_keras as keras
-
     import bitat_tf
-    from bitat_tf import runinfo, zoo
+    from bitat_tf import runinfo
 
-    keras.utils.set_random_seed(0)
-    model = zoo.reactnet_a(width=0.25)
-    rng = np.random.default_rng(0)
-    data = tf.data.Dataset.from_tensor_slices((rng.random((1024, 32, 32, 3), np.float32),
-                                               rng.integers(0, 10, 1024))).batch(128).cache()
+    model, data = _standard_case()
     runs = {"bitat": _recipe(recipe, steps_per_layer=steps, finetune_steps=steps),
             "ste": bitat_tf.EndToEndConfig(method="ste", steps=8 * steps)}
     medians, entry = {}, {"case": f"ReActNet-A twin width 0.25, batch 128 (random, in memory); BiTAT {steps} "
@@ -143,18 +152,10 @@ def step_costs(steps=8, recipe="paper"):
 
 def ste_step(steps=24):
     """Seconds an end-to-end STE step on the standard model, alone: short enough to run under `--xla`."""
-    import numpy as np
-    import tensorflow as tf
-    import tf_keras as keras
-
     import bitat_tf
-    from bitat_tf import runinfo, zoo
+    from bitat_tf import runinfo
 
-    keras.utils.set_random_seed(0)
-    model = zoo.reactnet_a(width=0.25)
-    rng = np.random.default_rng(0)
-    data = tf.data.Dataset.from_tensor_slices((rng.random((1024, 32, 32, 3), np.float32),
-                                               rng.integers(0, 10, 1024))).batch(128).cache()
+    model, data = _standard_case()
     start = time.perf_counter()
     report = bitat_tf.binarize(model, data.repeat(), config=bitat_tf.EndToEndConfig(method="ste", steps=steps),
                                verbose=0).report
@@ -171,10 +172,6 @@ def ste_step(steps=24):
 def stage_costs(steps=8, recipe="paper"):
     """Seconds of a progressive run outside its optimizer steps, by part (standard model, in memory)."""
     import collections
-
-    import numpy as np
-    import tensorflow as tf
-    import tf_keras as keras
 
     import bitat_tf
     from bitat_tf import engine, runinfo, transforms, zoo
@@ -200,11 +197,7 @@ def stage_costs(steps=8, recipe="paper"):
                               (transforms, "reduction_matrix", "k-means and PCA"),
                               (transforms, "pca", "k-means and PCA")):
         timed(owner, name, part)
-    keras.utils.set_random_seed(0)
-    model = zoo.reactnet_a(width=0.25)
-    rng = np.random.default_rng(0)
-    data = tf.data.Dataset.from_tensor_slices((rng.random((1024, 32, 32, 3), np.float32),
-                                               rng.integers(0, 10, 1024))).batch(128).cache()
+    model, data = _standard_case()
     config = _recipe(recipe, steps_per_layer=steps, finetune_steps=steps, capture_batches=4,
                      bn_recalibration_batches=8, blocks=zoo.reactnet_a_blocks(model))
     start = time.perf_counter()
