@@ -41,6 +41,9 @@ METHODS = {
     "reactnet": ("baseline", {"method": "reactnet"}),
     "ste": ("baseline", {"method": "ste"}),
     "ste_larq": ("baseline", {"method": "ste", "quantizers": "larq_ste", "distill_weight": 0.0}),
+    # end-to-end STE with ReActNet's distribution loss: every layer binary at once from the start, no pass,
+    # no activation step; the limit of the default recipe as its pass's share goes to zero
+    "ste_kd": ("baseline", {"method": "ste", "distill_weight": 1.0}),
     # Recipes beyond the paper built on the progressive pass (issue 12); `pass_share` is the share of the
     # step budget the progressive pass gets, the rest goes to the last phase.
     "bitat_kd": ("bitat", {"variant": "bitat", "distill_weight": 1.0}),
@@ -55,6 +58,8 @@ METHODS = {
                                 "pass_share": 0.25}),
     "bitat_e2e_p12": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
                                 "pass_share": 0.125}),
+    "bitat_e2e_p6": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
+                               "pass_share": 0.0625}),
     # a quarter of the budget binarizes all activations first (weights real), then the pass and a last
     # end-to-end phase share the rest
     "bitat_act_e2e": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
@@ -70,12 +75,14 @@ LABELS = {
     "filterwise": "BiTAT filter-wise groups", "svd": "BiTAT truncated SVD",
     "reactnet": "ReActNet two-step + distillation", "ste": "end-to-end STE (scaled sign, thresholds)",
     "ste_larq": "end-to-end STE (plain Larq ste_sign)",
+    "ste_kd": "end-to-end STE + distillation (no pass, no activation step)",
     "bitat_kd": "BiTAT + distillation in every stage",
     "bitat_ft": "BiTAT + distillation, half the budget on a last fine-tune",
     "bitat_e2e": "BiTAT warm start + end-to-end distillation (half the budget each; the default until 2026-11-24)",
     "sequential_e2e": "sequential warm start + end-to-end distillation (half each)",
     "bitat_e2e_p25": "BiTAT warm start on a quarter of the budget + end-to-end distillation",
     "bitat_e2e_p12": "the default: BiTAT warm start on an eighth of the budget + end-to-end distillation",
+    "bitat_e2e_p6": "BiTAT warm start on a sixteenth of the budget + end-to-end distillation",
     "bitat_act_e2e": "activations first, then BiTAT pass, then end-to-end distillation",
     "bitat_act_p12": "activations first on half the budget, BiTAT pass on an eighth, end-to-end distillation",
 }
