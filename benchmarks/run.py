@@ -189,7 +189,8 @@ def worker(args):
             extra["warmup_learning_rate"] = args.baseline_learning_rate
         steps_per_layer = max(1, round(args.steps_per_layer * share))
         finetune_steps = round(args.finetune_steps * share)
-        if share < 1.0:  # the rest of the same budget goes to the last phase
+        if share < 1.0:  # the rest of the same budget goes to the last phase; accuracy measured as by default
+            extra["evaluate_every"] = "end"
             extra["final_finetune_steps"] = budget - warmup - layers * (steps_per_layer + finetune_steps)
             extra["final_learning_rate"] = args.baseline_learning_rate
         if args.distill_weight is not None and "distill_weight" in extra:

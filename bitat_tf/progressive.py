@@ -217,12 +217,14 @@ class _Run(Engine):
         return sum(self._quantize_steps(names) + self._finetune_steps(names) for _, names in self.stages())
 
     def _measures_after(self, stages, i):
-        """Whether accuracy is measured after stage i (`evaluate_every`); the last stage is measured at the
-        end of the run anyway."""
+        """Whether accuracy is measured after stage i (`evaluate_every`). The end of the pass is measured
+        whenever a last phase follows (the warm start's accuracy, one evaluation); without one, the run's
+        final evaluation is that figure."""
         every = self.config.evaluate_every
-        if every == "layer":
+        last = i + 1 == len(stages)
+        if every == "layer" or (last and self._final_steps() > 0):
             return True
-        return every == "block" and (i + 1 == len(stages) or stages[i + 1][0] != stages[i][0])
+        return every == "block" and (last or stages[i + 1][0] != stages[i][0])
 
     def activation_warmup(self, *, resumed):
         """Binarize every chosen layer's input (weights real) and train the whole network briefly.
@@ -247,13 +249,15 @@ class _Run(Engine):
                                                      layers=self.working.layers, recalibrate_after=-1)
         self.say(f"bitat_tf: activations binary, weights real: accuracy {self.evaluate():.4f}")
 
-    def final_phase(self):
-        """After the pass: fine-tune all but the frozen binary kernels, or (end_to_end) everything."""
+    def _final_steps(self):
         config = self.config
         if config.final_finetune_steps is None and config.final_finetune_epochs == "pass":
-            steps = round(config.final_pass_multiple * self.pass_steps())
-        else:
-            steps = self.steps(config.final_finetune_steps, config.final_finetune_epochs)
+            return round(config.final_pass_multiple * self.pass_steps())
+        return self.steps(config.final_finetune_steps, config.final_finetune_epochs)
+
+    def final_phase(self):
+        """After the pass: fine-tune all but the frozen binary kernels, or (end_to_end) everything."""
+        config, steps = self.config, self._final_steps()
         if steps <= 0:
             return
         end_to_end = config.final_phase == "end_to_end"

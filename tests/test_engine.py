@@ -43,11 +43,13 @@ def test_no_stage_after_the_first_traces_anything(trained_cnn, digits_ds, monkey
     assert [t for t in traces if t[0] == "test"] == [("test", 0)], traces  # the full-precision evaluation
 
 
-@pytest.mark.parametrize("every, measured", [("layer", [True, True, True]), ("block", [False, True, True]),
-                                             ("end", [False, False, False])])
-def test_accuracy_is_measured_where_evaluate_every_says(trained_cnn, digits_ds, every, measured):
+@pytest.mark.parametrize("every, final, measured", [
+    ("layer", 0, [True, True, True]), ("block", 0, [False, True, True]), ("end", 0, [False, False, False]),
+    ("end", 2, [False, False, True]),  # a last phase follows: the end of the pass is measured once
+])
+def test_accuracy_is_measured_where_evaluate_every_says(trained_cnn, digits_ds, every, final, measured):
     """make_cnn's blocks: block1 = (block1_a, block1_b), block2 = (block2_a,)."""
-    config = bitat_tf.BinarizeConfig.paper(evaluate_every=every, **CHEAP)
+    config = bitat_tf.BinarizeConfig.paper(evaluate_every=every, final_finetune_steps=final, **CHEAP)
     result = bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), validation_data=digits_ds[1], config=config,
                                verbose=0)
     rows = [r for r in result.report.layers if r.binarized]
