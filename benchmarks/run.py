@@ -287,6 +287,20 @@ def _full_precision(args, argv):
     return stored
 
 
+def _stored_results(args):
+    """Figures of the methods an earlier invocation ran into the same folder with the same settings, so the
+    folder's summary covers every method on disk, not only this invocation's."""
+    stored = {}
+    for name in METHODS:
+        path = os.path.join(args.out, f"{name}.json")
+        if name not in args.methods and os.path.exists(path):
+            with open(path) as f:
+                record = json.load(f)
+            if record.get("settings") == settings(args):
+                stored[name] = record["figures"]
+    return stored
+
+
 def summarize(args, fp, results, seconds):
     from bitat_tf import runinfo
 
@@ -370,7 +384,9 @@ def main(argv=None):
         stored = _run_worker(args, name, os.path.join(args.out, f"{name}.json"), argv)
         if stored is not None:
             results[name] = stored["figures"]
-    summary = summarize(args, fp["figures"], results, time.time() - start)
+    merged = {**_stored_results(args), **results}
+    merged = {name: merged[name] for name in METHODS if name in merged}
+    summary = summarize(args, fp["figures"], merged, time.time() - start)
     print(table(summary))
     print(f"written {os.path.relpath(args.out, ROOT)}/summary.json, table.md, accuracy_vs_time.png")
     return 0 if len(results) == len(args.methods) else 1

@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 import budgets  # noqa: E402
+import run as bench  # noqa: E402
 import seeds  # noqa: E402
 import trials  # noqa: E402
 
@@ -21,6 +22,18 @@ def test_curve_is_read_linearly_in_log_time_and_never_extrapolated():
     assert budgets.at_time(points, 99.0, "test_accuracy") is None
     assert budgets.at_time(points, 401.0, "test_accuracy") is None
     assert budgets.at_time(points[:1], 100.0, "test_accuracy") == pytest.approx(0.40)
+
+
+def test_run_folder_summary_keeps_earlier_methods_with_the_same_settings(tmp_path):
+    """A second invocation into a folder (one more method) must not drop the first one's methods from the
+    folder's summary; a result run with other settings (another learning rate) stays out."""
+    args = bench.parse_args(["--mode", "quick", "--methods", "ste", "--out", str(tmp_path)])
+    same = {"method": "reactnet", "settings": bench.settings(args), "figures": {"val_accuracy": 0.4}}
+    other = {"method": "bitat", "settings": {**bench.settings(args), "learning_rate": 1.0}, "figures": {}}
+    (tmp_path / "reactnet.json").write_text(json.dumps(same))
+    (tmp_path / "bitat.json").write_text(json.dumps(other))
+    (tmp_path / "ste.json").write_text(json.dumps({**same, "method": "ste"}))  # this invocation's own
+    assert bench._stored_results(args) == {"reactnet": {"val_accuracy": 0.4}}
 
 
 def test_trials_summary_keeps_every_trial_on_disk(tmp_path):
