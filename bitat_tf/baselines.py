@@ -44,7 +44,8 @@ class EndToEndConfig:
         threshold_init: input threshold start for "bitat" quantizers: "mean", "median" or "zero".
         binarize_first, binarize_last, binarize_depthwise, binarize_dense, keep_full_precision,
         force_binarize: the layer policy, as in `BinarizeConfig`.
-        capture_batches / capture_memory_mb: data read to initialise the thresholds.
+        capture_batches / capture_memory_mb: data read to initialise the thresholds; the memory bound also
+            sets how many batches one forward pass of capture or BatchNorm recalibration reads at once.
         bn_recalibration_batches: batches over which BatchNorm statistics are re-estimated at the end: the
             last training steps average them (forward passes make up any the phase was too short for).
         seed, loss: as in `BinarizeConfig`.

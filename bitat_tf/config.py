@@ -93,7 +93,8 @@ class BinarizeConfig:
         threshold_init: how the input threshold beta starts: "mean", "median" or "zero" (plain sign).
         capture_rows: rows of the patch matrix X sampled per layer.
         capture_batches: dataset batches read to capture X.
-        capture_memory_mb: bound on the feature maps held while capturing.
+        capture_memory_mb: bound on the feature maps held while capturing, and on those of one forward
+            pass of capture or BatchNorm recalibration (which reads as many batches at once as it allows).
         kmeans_rows: rows of X used by k-means (clustering cost is linear in it).
         bn_recalibration_batches: batches over which the BatchNorm statistics above a freshly binarized
             layer are re-estimated (0 = never): the last steps of its fine-tune above average them (batches

@@ -113,7 +113,8 @@ class Engine:
             _build_compiled_metrics(self._trainer, self.dataset.element_spec)  # the same, for Keras' metrics
             # One compiled forward for captures (inference mode) and recalibration (training mode): the
             # model's output and the inputs of the layers to binarize.
-            self._forward = _forward_with_inputs(self.working, self.plan.binarized)
+            self._forward = _forward_with_inputs(self.working, self.plan.binarized, self.dataset.element_spec)
+            self._pass_bytes_per_image = _pass_bytes_per_image(self.working, self.plan.binarized)
             self._assign_norm_training = _assigner([bn.bitat_training for bn in self._norms], tf.bool)
             self._assign_momenta = _assigner([bn.momentum for bn in self._norms], tf.float32)
             self._momenta = tf.constant([bn.bitat_momentum for bn in self._norms], tf.float32)
@@ -228,6 +229,26 @@ class Engine:
             self.batches_drawn["plain"] += 1
             yield batch
 
+    def passes(self, count):
+        """The inputs of the next `count` plain batches, concatenated into as few forward passes as
+        `capture_memory_mb` allows; yields `(inputs, batches in them)`.
+
+        A pass holds every binarized layer's input at once (the compiled forward returns them all), so
+        that is what the bound counts. One pass of many images costs less than many of a few: on
+        MobileNet at 32 images a batch the call itself dominated a forward pass.
+        """
+        limit = max(1, int(self.config.capture_memory_mb * 2**20 // self._pass_bytes_per_image))
+        pending, images = [], 0
+        for x, *_ in self.take(count):
+            n = int(tf.shape(tf.nest.flatten(x)[0])[0])
+            if pending and images + n > limit:
+                yield _concatenate(pending), len(pending)
+                pending, images = [], 0
+            pending.append(x)
+            images += n
+        if pending:
+            yield _concatenate(pending), len(pending)
+
     def capture(self, layers):
         """Captured inputs of binarizable `layers` (a list, or one layer), all from one compiled forward pass
         over `capture_batches` batches (traced once per run); a list of `capture.Capture`, or one."""
@@ -240,7 +261,8 @@ class Engine:
             values = self._forward(x, tf.constant(False))
             return [values[i] for i in picks]
 
-        captured = capture.capture_many(layers, self.take(self.config.capture_batches),
+        inputs = ((x,) for x, _ in self.passes(self.config.capture_batches))
+        captured = capture.capture_many(layers, inputs,
                                         memory_mb=self.config.capture_memory_mb, seed=self.config.seed, feed=feed)
         return captured[0] if single else captured
 
@@ -258,7 +280,8 @@ class Engine:
         model then fails at inference although it trains well. Cumulative averages over
         `bn_recalibration_batches` batches (momentum i / (i + 1) at batch i) fix that. `done` batches of
         the average were taken by the last training steps (`fit(recalibrate_after=...)`); the rest are
-        forward passes in training mode here.
+        forward passes in training mode here, several batches a pass (`passes`; a pass normalises with the
+        statistics of all its images, so its variance is the pooled one of its batches).
         """
         index = {layer.name: i for i, layer in enumerate(self.working.layers)}
         norms = [bn for bn in self._norms if index[bn.name] > after]
@@ -266,17 +289,20 @@ class Engine:
         if not norms or done >= total:
             return
         self._set_batchnorm_training(set(norms))
-        for i, (x, *_) in enumerate(self.take(total - done), start=done):
-            self._average_into_moving_statistics(i)
+        averaged = done
+        for x, batches in self.passes(total - done):  # a pass of k batches weighs k in the average
+            self._average_into_moving_statistics(averaged, batches)
             self._forward(x, tf.constant(True))
+            averaged += batches
         self._assign_momenta(self._momenta)
         self._set_batchnorm_training(set())
 
     # ---- helpers -------------------------------------------------------------------------------------
-    def _average_into_moving_statistics(self, i):
-        """Momentum i / (i + 1) for the next batch, the i-th (from 0) of a cumulative average: the moving
-        statistics become the plain mean of the batches' statistics. Only training BatchNorms use it."""
-        self._assign_momenta(tf.fill([len(self._norms)], i / (i + 1)))
+    def _average_into_moving_statistics(self, i, batches=1):
+        """Momentum i / (i + k) for the next k batches (one pass) after i batches (from 0) of a cumulative
+        average: the moving statistics become the mean of the batches' statistics, a pass of k batches
+        weighing k. Only training BatchNorms use it."""
+        self._assign_momenta(tf.fill([len(self._norms)], i / (i + batches)))
 
     def _reset_optimizer(self, learning_rate, steps):
         """A fresh Adam for each phase (zero moments, step 0) with a cosine schedule over its steps."""
@@ -319,9 +345,11 @@ def timing_summary(timing, wall_seconds):
 def _adam(schedule):
     """Adam as Keras' legacy optimizer: one fused `ResourceApplyAdam` kernel a variable where the current
     `keras.optimizers.Adam` builds about ten ops, the same update (bias-corrected step, epsilon 1e-7).
-    The standard model trains ~190 variables, so every train step dispatched ~1,700 fewer ops and its one
-    trace took ~N s less (benchmarks/engine_speed.py). Its variables are the step counter and the slots
-    only, so `_zero_optimizer` can reset all of them."""
+    The standard model trains 186 variables: in one sitting (`engine_speed.py --case stages --recipe
+    default`) its quantize, fine-tune-above and end-to-end steps took 157 / 167 / 178 ms against 162 / 176 /
+    198 ms, and the train step's first call (trace, graph optimisation) 14.2 s against 15.7 s. Its
+    variables are the step counter and the slots only (the hyperparameters are constants), so
+    `_zero_optimizer` can reset all of them."""
     return keras.optimizers.legacy.Adam(schedule)
 
 
@@ -416,12 +444,37 @@ class _Controls:
                 object.__delattr__(bn, name)
 
 
-def _forward_with_inputs(model, names):
-    """`f(x, training)` -> [the model's outputs..., the inputs of the layers `names`...], compiled once
-    (`training` is a boolean tensor, so both modes share the trace)."""
+def _forward_with_inputs(model, names, element_spec):
+    """`f(x, training)` -> [the model's outputs..., the inputs of the layers `names`...], compiled once for
+    any number of images (`training` is a boolean tensor, so both modes share the trace)."""
     inputs = [capture.layer_input_model(model, model.get_layer(n)).outputs[0] for n in names]
     probe = keras.Model(model.inputs, tf.nest.flatten(model.outputs) + inputs)
-    return tf.function(lambda x, training: tf.nest.flatten(probe(x, training=training)), reduce_retracing=True)
+    x_spec = element_spec[0] if isinstance(element_spec, tuple) else element_spec
+    x_spec = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), x_spec)
+    return tf.function(lambda x, training: tf.nest.flatten(probe(x, training=training)),
+                       input_signature=[x_spec, tf.TensorSpec([], tf.bool)])
+
+
+def _pass_bytes_per_image(model, names):
+    """Bytes a forward pass holds per image: every binarized layer's input (returned together) plus twice
+    the largest activation (the one being computed and its input)."""
+    def size(layer, attribute):
+        try:
+            tensors = tf.nest.flatten(getattr(layer, attribute))
+        except (AttributeError, RuntimeError):  # a layer called more than once has no single shape
+            return 0
+        return sum(int(np.prod([d or 1 for d in t.shape[1:]])) for t in tensors)
+
+    held = sum(size(model.get_layer(n), "input") for n in names)
+    largest = max([size(layer, "output") for layer in model.layers] or [1])
+    return 4 * max(held + 2 * largest, 1)
+
+
+def _concatenate(batches):
+    """One batch of the inputs of several (nested structures of tensors)."""
+    if len(batches) == 1:
+        return batches[0]
+    return tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *batches)
 
 
 def _build_compiled_metrics(trainer, spec):

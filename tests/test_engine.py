@@ -241,3 +241,30 @@ def test_batchnorm_statistics_average_over_the_last_steps_then_extra_batches(tra
     used = means[steps - window: steps] + means[:total - window]
     np.testing.assert_allclose(averaged, np.mean(used, axis=0), rtol=1e-4, atol=1e-5)
     assert run.batches_drawn == {"train": steps, "plain": total - window}
+
+
+def test_forward_passes_concatenate_batches_within_the_memory_bound(trained_cnn, digits):
+    """Recalibration and capture read as many batches in one forward pass as `capture_memory_mb` allows;
+    the moving mean is the mean of the batches' means however they are grouped (a pass weighs its batches),
+    and the compiled forward is traced once for every pass size."""
+    from bitat_tf.baselines import EndToEndConfig, EndToEndRun
+
+    x, y = digits[0][:32 * 8], digits[1][:32 * 8]
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    stem = trained_cnn.get_layer("stem")
+    expected = np.mean([tf.reduce_mean(stem(x[32 * i: 32 * (i + 1)]), axis=(0, 1, 2)).numpy()
+                        for i in range(5)], axis=0)
+    for memory_mb, passes in ((64, [5]), (None, [2, 2, 1])):
+        config = EndToEndConfig(method="ste", steps=1, bn_recalibration_batches=5, capture_memory_mb=memory_mb or 1)
+        run = EndToEndRun(trained_cnn, graph.make_plan(trained_cnn, config), data, None, config, 8, True, 0)
+        with run.session():
+            if memory_mb is None:  # a bound of 2.5 batches: passes of 2, 2 and 1, each weighing its batches
+                run.config.capture_memory_mb = 2.5 * 32 * run._pass_bytes_per_image / 2**20
+            sizes = [batches for _, batches in run.passes(5)]
+            run.batches_drawn["plain"], run._streams = 0, {}  # read the same five batches again
+            run.recalibrate(-1)
+            np.testing.assert_allclose(run.working.get_layer("stem_bn").moving_mean.numpy(), expected,
+                                       rtol=1e-4, atol=1e-5)
+            run.capture(run.working.get_layer(run.plan.binarized[0]))
+            assert sizes == passes
+            assert run._forward.experimental_get_tracing_count() == 1
