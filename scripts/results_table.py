@@ -103,8 +103,7 @@ def applications_table():
 _RECIPES = {"paper": "BiTAT as published", "default": "the default recipe (teacher in every step)"}
 
 
-def _recipe_flag(record):
-    return "" if record.get("recipe", "paper") == "paper" else f" --recipe {record['recipe']}"
+_EVALUATED = {"layer": "after every layer", "block": "at block ends", "end": "at the end"}
 
 
 def engine_table():
@@ -146,16 +145,28 @@ def engine_table():
         for label, r in alone:
             rows.append(f"| {label} | {'yes' if r.get('xla') else 'no'} | {r['measured_at']} | "
                         f"{1000 * r['ste_seconds_per_step']:.0f} ms | {r['timing']['first_phase_extra_seconds']:.0f} s |")
-    for label, r in stages:
-        t = r["timing"]
-        rows += ["", f"**Where a progressive run's non-training time goes** (`results/engine_speed.json` "
-                 f"[{label}], `python benchmarks/engine_speed.py --case stages{_recipe_flag(r)}`; {r['case']}; {_RECIPES[r.get('recipe', 'paper')]}, "
-                 f"accuracy measured at block ends; {r.get('measured_at', '?')}): wall {r['wall_seconds']:.0f} s, "
-                 f"steps x median {t['training_seconds']:.0f} s, overhead {t['overhead_seconds']:.0f} s "
-                 f"({100 * t['overhead_seconds'] / t['wall_seconds']:.0f}%).\n",
-                 "| part | seconds | calls |", "|---|---|---|"]
-        for part, v in sorted(r["overhead_parts"].items(), key=lambda kv: -(kv[1]["seconds"] or 0)):
-            rows.append(f"| {part} | {v['seconds']:.1f} | {v.get('calls', '-')} |")
+    if stages:
+        parts = sorted({part for _, r in stages for part in r["overhead_parts"]},
+                       key=lambda part: -max(r["overhead_parts"].get(part, {}).get("seconds") or 0 for _, r in stages))
+        rows += ["", "**Where a progressive run's non-training time goes** (`results/engine_speed.json`, `python "
+                 "benchmarks/engine_speed.py --case stages [--recipe default]`; ReActNet-A twin width 0.25, batch 128 "
+                 "(random, in memory), 8 validation batches, 8 + 8 steps a layer, capture 4 and recalibration 8 "
+                 "batches; seconds, and calls in parentheses; compare columns measured in the same sitting only):\n",
+                 "| | " + " | ".join(label for label, _ in stages) + " |", "|---|" + "---|" * len(stages)]
+        rows.append("| recipe, accuracy measured | " + " | ".join(
+            f"{_RECIPES[r.get('recipe', 'paper')]}, {_EVALUATED[r.get('evaluate_every', 'block')]}" for _, r in stages) + " |")
+        rows.append("| measured | " + " | ".join(r.get("measured_at", "?") for _, r in stages) + " |")
+        rows.append("| wall | " + " | ".join(f"{r['wall_seconds']:.0f}" for _, r in stages) + " |")
+        rows.append("| steps x median | " + " | ".join(f"{r['timing']['training_seconds']:.0f}" for _, r in stages) + " |")
+        rows.append("| **overhead** | " + " | ".join(
+            f"**{r['timing']['overhead_seconds']:.0f}** ({100 * r['timing']['overhead_seconds'] / r['wall_seconds']:.0f}%)"
+            for _, r in stages) + " |")
+        for part in parts:
+            cells = []
+            for _, r in stages:
+                v = r["overhead_parts"].get(part)
+                cells.append("-" if v is None else f"{v['seconds']:.1f}" + (f" ({v['calls']})" if v.get("calls") else ""))
+            rows.append(f"| {part} | " + " | ".join(cells) + " |")
     standard = _load("engine_standard", "summary.json")
     if standard:
         rows += ["", "**Where a standard run's time goes** (`results/engine_standard/summary.json`; wall time of "
