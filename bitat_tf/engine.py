@@ -449,10 +449,12 @@ def _forward_with_inputs(model, names, element_spec):
     any number of images (`training` is a boolean tensor, so both modes share the trace)."""
     inputs = [capture.layer_input_model(model, model.get_layer(n)).outputs[0] for n in names]
     probe = keras.Model(model.inputs, tf.nest.flatten(model.outputs) + inputs)
-    x_spec = element_spec[0] if isinstance(element_spec, tuple) else element_spec
-    x_spec = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), x_spec)
-    return tf.function(lambda x, training: tf.nest.flatten(probe(x, training=training)),
-                       input_signature=[x_spec, tf.TensorSpec([], tf.bool)])
+    forward = lambda x, training: tf.nest.flatten(probe(x, training=training))  # noqa: E731
+    specs = element_spec[0] if isinstance(element_spec, tuple) else element_spec
+    if not all(type(s) is tf.TensorSpec and s.shape.rank is not None for s in tf.nest.flatten(specs)):
+        return tf.function(forward, reduce_retracing=True)  # ragged, sparse or rank unknown: as TF decides
+    specs = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), specs)
+    return tf.function(forward, input_signature=[specs, tf.TensorSpec([], tf.bool)])
 
 
 def _pass_bytes_per_image(model, names):

@@ -268,3 +268,18 @@ def test_forward_passes_concatenate_batches_within_the_memory_bound(trained_cnn,
             run.capture(run.working.get_layer(run.plan.binarized[0]))
             assert sizes == passes
             assert run._forward.experimental_get_tracing_count() == 1
+
+
+def test_compiled_forward_accepts_inputs_of_unknown_rank(trained_cnn, digits):
+    """A dataset whose inputs have no static rank (e.g. from a generator) gets a forward traced as
+    TensorFlow decides instead of a fixed signature it could not build."""
+    from bitat_tf import engine
+
+    names = [layer.name for layer in trained_cnn.layers if layer.name.startswith("block")][:1]
+    x = tf.constant(digits[0][:8])
+    for spec in ((tf.TensorSpec(None, tf.float32), tf.TensorSpec([None], tf.int64)),
+                 (tf.TensorSpec([None, *x.shape[1:]], tf.float32), tf.TensorSpec([None], tf.int64))):
+        forward = engine._forward_with_inputs(trained_cnn, names, spec)
+        outputs = forward(x, tf.constant(False))
+        np.testing.assert_allclose(outputs[0].numpy(), trained_cnn(x).numpy(), rtol=1e-5, atol=1e-5)
+        assert outputs[1].shape[0] == 8
