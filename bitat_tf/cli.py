@@ -97,6 +97,9 @@ def run_demo(args):
     if getattr(args, "output", None):
         check_output_file(args.output, "--output")
 
+    from bitat_tf._compat import keras
+
+    keras.utils.set_random_seed(args.seed)  # the full-precision CNN too: the same figures run after run
     train, test = data.load_digits(batch_size=64, seed=args.seed)
     model = zoo.small_cnn(input_shape=(8, 8, 1), num_classes=10)
     model, info = fp_training.train_full_precision(model, train, epochs=args.fp_epochs, learning_rate=3e-3,
