@@ -60,6 +60,12 @@ METHODS = {
                                 "pass_share": 0.125}),
     "bitat_e2e_p6": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
                                "pass_share": 0.0625}),
+    # the default's shape without the transform (the paper's sequential ablation), layer by layer or a
+    # block at a time (fewer stages: less per-stage work, no k-means/PCA)
+    "sequential_e2e_p12": ("bitat", {"variant": "sequential", "distill_weight": 1.0, "final_phase": "end_to_end",
+                                     "pass_share": 0.125}),
+    "sequential_block_p12": ("bitat", {"variant": "sequential", "distill_weight": 1.0, "final_phase": "end_to_end",
+                                       "pass_share": 0.125, "stage": "block"}),
     # a quarter of the budget binarizes all activations first (weights real), then the pass and a last
     # end-to-end phase share the rest
     "bitat_act_e2e": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
@@ -83,6 +89,8 @@ LABELS = {
     "bitat_e2e_p25": "BiTAT warm start on a quarter of the budget + end-to-end distillation",
     "bitat_e2e_p12": "the default: BiTAT warm start on an eighth of the budget + end-to-end distillation",
     "bitat_e2e_p6": "BiTAT warm start on a sixteenth of the budget + end-to-end distillation",
+    "sequential_e2e_p12": "sequential warm start (no transform) on an eighth + end-to-end distillation",
+    "sequential_block_p12": "sequential warm start a block at a time on an eighth + end-to-end distillation",
     "bitat_act_e2e": "activations first, then BiTAT pass, then end-to-end distillation",
     "bitat_act_p12": "activations first on half the budget, BiTAT pass on an eighth, end-to-end distillation",
 }
