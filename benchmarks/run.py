@@ -94,6 +94,11 @@ LABELS = {
     "bitat_act_e2e": "activations first, then BiTAT pass, then end-to-end distillation",
     "bitat_act_p12": "activations first on half the budget, BiTAT pass on an eighth, end-to-end distillation",
 }
+# BinarizeConfig / EndToEndConfig arguments the runner derives from its own flags and the budget; `--set`
+# may not override them (two sources for one value).
+RUNNER_OWNED = {"steps_per_layer", "finetune_steps", "steps", "learning_rate", "finetune_learning_rate",
+                "final_learning_rate", "final_finetune_steps", "blocks", "capture_batches",
+                "bn_recalibration_batches", "seed"}
 MODES = {
     # 16k training images, 4 FP epochs; 31 layers x 16 steps = 496 steps (4 epochs of the subset) a method.
     "quick": dict(train_limit=16000, fp_epochs=4, steps_per_layer=10, finetune_steps=6, capture_batches=2,
@@ -121,6 +126,8 @@ def parse_args(argv=None):
     for key in ("train_limit", "fp_epochs", "steps_per_layer", "finetune_steps", "capture_batches",
                 "bn_recalibration_batches"):
         p.add_argument("--" + key.replace("_", "-"), type=int, help="override the mode's value")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a BinarizeConfig argument of the BiTAT recipes (repeatable), e.g. quant_weight=10")
     p.add_argument("--no-export", dest="export", action="store_false", help="skip LCE export of BiTAT's model")
     p.add_argument("--data-dir", help="datasets folder (default: $BITAT_DATASETS or ../shared/datasets)")
     p.add_argument("--cache-dir", default=os.path.join(ROOT, "runs", "cache"))
@@ -135,7 +142,26 @@ def parse_args(argv=None):
     if unknown:
         p.error(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
     args.out = args.out or os.path.join(ROOT, "results", f"bench_{args.mode}")
+    try:
+        args.overrides = dict(_override(item) for item in args.overrides)
+    except ValueError as err:
+        p.error(str(err))
+    owned = sorted(set(args.overrides) & RUNNER_OWNED)
+    if owned:
+        p.error(f"--set {', '.join(owned)}: the runner sets these itself; use its own flags (--learning-rate, "
+                "--steps-per-layer, --seed, ...)")
     return args
+
+
+def _override(item):
+    """`"key=value"` -> (key, value), the value read as JSON (numbers, true/false, lists) or else a string."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. quant_weight=10")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
 
 
 def settings(args):
@@ -146,6 +172,8 @@ def settings(args):
     chosen = {k: getattr(args, k) for k in keys}
     if args.fp_seed is not None:  # absent from older results, which stay reusable
         chosen["fp_seed"] = args.fp_seed
+    if args.overrides:
+        chosen["overrides"] = args.overrides
     return chosen
 
 
@@ -185,7 +213,7 @@ def worker(args):
                 "fp_val_accuracy": accuracy_of(model, val), "fp_test_accuracy": accuracy_of(model, test),
                 "presign_inputs": presign_statistics(model, val, zoo.reactnet_a_blocks(model))}
     kind, extra = METHODS[args.worker]
-    extra = dict(extra)
+    extra = {**extra, **args.overrides}  # a key the config does not take fails in its constructor
     layers = sum(len(block) for block in zoo.reactnet_a_blocks(model))
     budget = layers * (args.steps_per_layer + args.finetune_steps)
     if kind == "bitat":

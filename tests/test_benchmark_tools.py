@@ -1,5 +1,6 @@
 """The benchmark's bookkeeping: equal-time reading of a curve, trial summaries that keep every trial, seed spreads."""
 
+import argparse
 import json
 import math
 import os
@@ -9,6 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 import budgets  # noqa: E402
+import levers  # noqa: E402
 import run as bench  # noqa: E402
 import seeds  # noqa: E402
 import trials  # noqa: E402
@@ -34,6 +36,21 @@ def test_run_folder_summary_keeps_earlier_methods_with_the_same_settings(tmp_pat
     (tmp_path / "bitat.json").write_text(json.dumps(other))
     (tmp_path / "ste.json").write_text(json.dumps({**same, "method": "ste"}))  # this invocation's own
     assert bench._stored_results(args) == {"reactnet": {"val_accuracy": 0.4}}
+
+
+def test_set_overrides_are_read_as_json_and_keep_results_apart(tmp_path):
+    """`--set` values are numbers where they parse; a run with an override is not reused for one without
+    (or with another); keys the runner derives itself and malformed items are refused."""
+    plain = bench.parse_args(["--mode", "quick", "--out", str(tmp_path)])
+    lever = bench.parse_args(["--mode", "quick", "--out", str(tmp_path), "--set", "quant_weight=10",
+                              "--set", "threshold_init=median"])
+    assert lever.overrides == {"quant_weight": 10, "threshold_init": "median"}
+    assert "overrides" not in bench.settings(plain)  # older results (no overrides) stay reusable
+    assert bench.settings(lever) != bench.settings(plain)
+    assert bench.settings(lever)["overrides"] == {"quant_weight": 10, "threshold_init": "median"}
+    for bad in ("learning_rate=1", "quant_weight"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--mode", "quick", "--set", bad])
 
 
 def test_trials_summary_keeps_every_trial_on_disk(tmp_path):
@@ -91,3 +108,17 @@ def test_seed_summary_gives_mean_and_sample_spread_of_each_method(tmp_path):
     assert row["test_accuracy"]["std"] == pytest.approx(0.02)
     assert (row["test_accuracy"]["min"], row["test_accuracy"]["max"], row["test_accuracy"]["n"]) == (0.60, 0.64, 3)
     assert row["seconds"]["mean"] == pytest.approx(101.0) and row["overhead_seconds"]["std"] == 0.0
+
+
+def test_lever_summary_lists_each_lever_on_disk_with_its_overrides(tmp_path):
+    for name, val in (("default", 0.60), ("lambda_x10", 0.62)):
+        folder = tmp_path / name
+        folder.mkdir()
+        figures = {"val_accuracy": val, "test_accuracy": 0.5, "binarize_seconds": 10.0,
+                   "timing": {"overhead_seconds": 1.0}}
+        (folder / f"{levers.METHOD}.json").write_text(json.dumps({"settings": {"seed": 0}, "figures": figures}))
+    args = argparse.Namespace(mode="quick", seed=0)
+    summary = levers.write_summary(str(tmp_path), args, 8.0)
+    assert list(summary["levers"]) == ["default", "lambda_x10"]
+    assert summary["levers"]["lambda_x10"]["overrides"] == {"quant_weight": 10.0}
+    assert "--levers default,lambda_x10" in summary["command"]

@@ -1,0 +1,101 @@
+"""The full method's own hyperparameters around the default recipe: lambda, gamma, k (and the transform
+itself), each changed alone, measured on validation.
+
+    python benchmarks/levers.py --mode standard --seed 0                 # every lever, resumable
+    python benchmarks/levers.py --mode standard --levers default,lambda_x10
+
+Every lever is one `benchmarks/run.py` invocation of the default recipe (`bitat_e2e_p12`, at its best
+learning-rate scale from `results/trials_quick/trials.json`) with one `BinarizeConfig` argument changed
+(`--set`), from the same full-precision checkpoint and seed; the unchanged recipe runs beside them in the
+same sitting ("default"). The transform switched off altogether is the method `sequential_e2e_p12`
+(`benchmarks/seeds.py`).
+The summary `results/levers_<mode>/levers.json` lists validation (for choosing) and test (reported, not
+used) top-1 of each. One seed: a lever shows only where it moves the result by more than the spread of
+the default over seeds (`results/seeds_standard`, ~0.3-0.6 points).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as bench  # noqa: E402
+import trials  # noqa: E402
+
+METHOD = "bitat_e2e_p12"
+# name -> BinarizeConfig arguments changed from the default recipe's (quant_weight=1, l1_weight=0,
+# max_groups=32, reg_weight=1)
+LEVERS = {
+    "default": {},
+    "lambda_x0.1": {"quant_weight": 0.1},
+    "lambda_x10": {"quant_weight": 10.0},
+    "gamma_0.1": {"l1_weight": 0.1},
+    "k_8": {"max_groups": 8},
+    "k_128": {"max_groups": 128},
+}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mode", choices=sorted(bench.MODES), default="standard")
+    p.add_argument("--levers", default=",".join(LEVERS), help=f"comma-separated, from {list(LEVERS)}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scales-from", default="quick", help="the trials' mode whose best learning-rate scale to use")
+    p.add_argument("--out", help="default: results/levers_<mode>")
+    p.add_argument("--summary-only", action="store_true")
+    args = p.parse_args(argv)
+    out = args.out or os.path.join(ROOT, "results", f"levers_{args.mode}")
+    names = [n for n in args.levers.split(",") if n]
+    unknown = sorted(set(names) - set(LEVERS))
+    if unknown:
+        p.error(f"unknown levers {unknown}; choose from {list(LEVERS)}")
+    scale = best_scale(args.scales_from)
+    if not args.summary_only:
+        rates = [f"--{k.replace('_', '-')}={v * scale:g}" for k, v in trials.BASE.items()]
+        for name in names:
+            sets = [f"--set={k}={json.dumps(v)}" for k, v in LEVERS[name].items()]
+            subprocess.call([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--mode", args.mode,
+                             "--methods", METHOD, "--seed", str(args.seed), "--fp-seed", "0", "--no-export",
+                             *rates, *sets, "--out", os.path.join(out, name)])
+    write_summary(out, args, scale)
+    return 0
+
+
+def best_scale(mode):
+    with open(os.path.join(ROOT, "results", f"trials_{mode}", "trials.json")) as f:
+        return float(json.load(f)["methods"][METHOD]["best_scale"])
+
+
+def write_summary(out, args, scale):
+    from bitat_tf import runinfo
+
+    table = {}
+    for name in LEVERS:
+        path = os.path.join(out, name, f"{METHOD}.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            record = json.load(f)
+        figures = record["figures"]
+        table[name] = {"overrides": LEVERS[name], "seed": record["settings"]["seed"],
+                       "val_accuracy": figures["val_accuracy"], "test_accuracy": figures["test_accuracy"],
+                       "binarize_seconds": figures["binarize_seconds"],
+                       "overhead_seconds": figures["timing"]["overhead_seconds"]}
+    summary = {"mode": args.mode, "method": METHOD, "label": bench.LABELS[METHOD], "learning_rate_scale": scale,
+               "levers": table, "selection": "validation; test reported, not used",
+               "command": f"python benchmarks/levers.py --mode {args.mode} --seed {args.seed} "
+                          f"--levers {','.join(table)}", **runinfo.provenance()}
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "levers.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    for name, row in table.items():
+        print(f"{name:12s} val {100 * row['val_accuracy']:.1f}%  test {100 * row['test_accuracy']:.2f}%  "
+              f"{row['binarize_seconds']:.0f} s")
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(main())
