@@ -27,15 +27,20 @@ import trials  # noqa: E402
 
 METHOD = "bitat_e2e_p12"
 # name -> BinarizeConfig arguments changed from the default recipe's (quant_weight=1, l1_weight=0,
-# max_groups=32, reg_weight=1)
+# max_groups=32, reg_weight=1). "pass_rates" scales only the pass's two learning rates (quantize and
+# fine-tune above; the trials scale them together with the last phase's): the pass starts from the
+# full-precision weights, where one Adam step of the default's 2.4e-2 is a large part of a weight.
 LEVERS = {
     "default": {},
+    "pass_lr_x0.25": {"pass_rates": 0.25},
+    "pass_lr_x0.0625": {"pass_rates": 0.0625},
     "lambda_x0.1": {"quant_weight": 0.1},
     "lambda_x10": {"quant_weight": 10.0},
     "gamma_0.1": {"l1_weight": 0.1},
     "k_8": {"max_groups": 8},
     "k_128": {"max_groups": 128},
 }
+PASS_RATES = ("learning_rate", "finetune_learning_rate")
 
 
 def main(argv=None):
@@ -54,14 +59,22 @@ def main(argv=None):
         p.error(f"unknown levers {unknown}; choose from {list(LEVERS)}")
     scale = best_scale(args.scales_from)
     if not args.summary_only:
-        rates = [f"--{k.replace('_', '-')}={v * scale:g}" for k, v in trials.BASE.items()]
         for name in names:
-            sets = [f"--set={k}={json.dumps(v)}" for k, v in LEVERS[name].items()]
             subprocess.call([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--mode", args.mode,
                              "--methods", METHOD, "--seed", str(args.seed), "--fp-seed", "0", "--no-export",
-                             *rates, *sets, "--out", os.path.join(out, name)])
+                             *lever_flags(LEVERS[name], scale), "--out", os.path.join(out, name)])
     write_summary(out, args, scale)
     return 0
+
+
+def lever_flags(lever, scale):
+    """`benchmarks/run.py` flags of one lever: the learning rates at `scale` (the pass's times the lever's
+    factor) and a `--set` per changed config argument."""
+    lever = dict(lever)
+    pass_factor = lever.pop("pass_rates", 1.0)
+    rates = [f"--{k.replace('_', '-')}={v * scale * (pass_factor if k in PASS_RATES else 1.0):g}"
+             for k, v in trials.BASE.items()]
+    return rates + [f"--set={k}={json.dumps(v)}" for k, v in lever.items()]
 
 
 def best_scale(mode):
@@ -80,7 +93,11 @@ def write_summary(out, args, scale):
         with open(path) as f:
             record = json.load(f)
         figures = record["figures"]
-        table[name] = {"overrides": LEVERS[name], "seed": record["settings"]["seed"],
+        chosen = record["settings"]
+        table[name] = {"overrides": LEVERS[name], "seed": chosen["seed"],
+                       "learning_rates": {"quantize": chosen.get("learning_rate"),
+                                          "fine_tune_above": chosen.get("finetune_learning_rate"),
+                                          "last_phase": chosen.get("baseline_learning_rate")},
                        "val_accuracy": figures["val_accuracy"], "test_accuracy": figures["test_accuracy"],
                        "binarize_seconds": figures["binarize_seconds"],
                        "overhead_seconds": figures["timing"]["overhead_seconds"]}

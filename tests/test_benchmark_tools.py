@@ -122,3 +122,12 @@ def test_lever_summary_lists_each_lever_on_disk_with_its_overrides(tmp_path):
     assert list(summary["levers"]) == ["default", "lambda_x10"]
     assert summary["levers"]["lambda_x10"]["overrides"] == {"quant_weight": 10.0}
     assert "--levers default,lambda_x10" in summary["command"]
+
+
+def test_lever_flags_scale_the_pass_rates_alone_and_set_the_rest():
+    flags = levers.lever_flags({"pass_rates": 0.25, "quant_weight": 10.0}, 8.0)
+    assert "--learning-rate=0.006" in flags and "--finetune-learning-rate=0.001" in flags
+    assert "--baseline-learning-rate=0.008" in flags  # the last phase's rate keeps the trials' scale
+    assert "--set=quant_weight=10.0" in flags
+    assert levers.lever_flags({}, 8.0) == ["--learning-rate=0.024", "--baseline-learning-rate=0.008",
+                                           "--finetune-learning-rate=0.004"]
