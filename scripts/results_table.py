@@ -241,6 +241,26 @@ def seeds_table():
     return "\n".join(rows)
 
 
+def levers_table():
+    """The default recipe with one hyperparameter of the full method changed at a time, one seed."""
+    record = _load("levers_standard", "levers.json")
+    if not record:
+        return ""
+    rows = [f"**The full method's own levers, standard mode** (`results/levers_standard/levers.json`, "
+            f"`{record['command']}`; {record['label']} at x{record['learning_rate_scale']:g}, one argument changed "
+            "at a time, seed 0, one sitting; one seed, so only differences beyond the seeds' spread (~0.3-0.6) "
+            "count):\n",
+            "| lever | changed | learning rates (quantize / fine-tune above / last phase) | val top-1 | test top-1 "
+            "| seconds | overhead |", "|---|---|---|---|---|---|---|"]
+    for name, row in record["levers"].items():
+        changed = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
+                            for k, v in row["overrides"].items()) or "nothing"
+        rates = " / ".join(f"{v:g}" for v in row["learning_rates"].values())
+        rows.append(f"| {name} | {changed} | {rates} | {_pct(row['val_accuracy'])} | {_pct(row['test_accuracy'])} "
+                    f"| {row['binarize_seconds']:.0f} | {row['overhead_seconds']:.0f} s |")
+    return "\n".join(rows)
+
+
 def engine_runs_table():
     """The standard default run and STE on this engine and on the session-start engine, one sitting."""
     rows = []
@@ -289,7 +309,7 @@ def table():
             f"{fig['transform_params']:,} / {fig['unaggregated_params']:,} ({100 * ratio:.2f}%)" if ratio else "-",
             f"{export['lce_bconv2d']} of {export['binarized_convolutions']}" if export else "-",
             _pct(export.get("top1_agreement")) if export else "-", sizes]) + " |")
-    parts = ("\n".join(rows), bench_tables(), trials_table(), seeds_table(), engine_runs_table(), budgets_table("standard"), budgets_table("quick"),
+    parts = ("\n".join(rows), bench_tables(), trials_table(), seeds_table(), levers_table(), engine_runs_table(), budgets_table("standard"), budgets_table("quick"),
              engine_table(), deployment_table(),
              applications_table(), memory_table())
     return "\n\n".join(part for part in parts if part)
