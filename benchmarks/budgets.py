@@ -53,7 +53,7 @@ def main(argv=None):
         for budget in budgets:  # every method at one budget before the next: a partial set is still a comparison
             for method in methods:
                 scale = float(scales.get(method) or 1.0)
-                rates = [f"--{k.replace('_', '-')}={v * scale:g}" for k, v in trials.BASE.items()]
+                rates = trials.rate_flags(scale)
                 subprocess.call([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--mode", args.mode,
                                  "--methods", method, "--seed", str(args.seed), "--no-export", *rates,
                                  *([f"--fp-seed={args.fp_seed}"] if args.fp_seed is not None else []),

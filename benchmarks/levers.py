@@ -22,6 +22,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import budgets  # noqa: E402
 import run as bench  # noqa: E402
 import trials  # noqa: E402
 
@@ -57,7 +58,11 @@ def main(argv=None):
     unknown = sorted(set(names) - set(LEVERS))
     if unknown:
         p.error(f"unknown levers {unknown}; choose from {list(LEVERS)}")
-    scale = best_scale(args.scales_from)
+    scale = budgets.best_scales(args.scales_from).get(METHOD)
+    if scale is None:
+        p.error(f"no learning-rate trials of {METHOD} in results/trials_{args.scales_from}/trials.json; run "
+                f"benchmarks/trials.py --mode {args.scales_from} --methods {METHOD} first")
+    scale = float(scale)
     if not args.summary_only:
         for name in names:
             subprocess.call([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--mode", args.mode,
@@ -72,14 +77,8 @@ def lever_flags(lever, scale):
     factor) and a `--set` per changed config argument."""
     lever = dict(lever)
     pass_factor = lever.pop("pass_rates", 1.0)
-    rates = [f"--{k.replace('_', '-')}={v * scale * (pass_factor if k in PASS_RATES else 1.0):g}"
-             for k, v in trials.BASE.items()]
+    rates = trials.rate_flags(scale, {k: pass_factor for k in PASS_RATES})
     return rates + [f"--set={k}={json.dumps(v)}" for k, v in lever.items()]
-
-
-def best_scale(mode):
-    with open(os.path.join(ROOT, "results", f"trials_{mode}", "trials.json")) as f:
-        return float(json.load(f)["methods"][METHOD]["best_scale"])
 
 
 def write_summary(out, args, scale):

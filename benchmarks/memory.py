@@ -31,12 +31,13 @@ def one_point(examples, width):
     rng = np.random.default_rng(0)
     x = rng.random((examples, 32, 32, 3), dtype=np.float32)
     y = rng.integers(0, 10, examples).astype("int32")
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(128)
+    batch = 128
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
     model = small_cnn(input_shape=(32, 32, 3), width=width)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Capture reads the whole dataset once (the engine's stream repeats, so a larger count re-reads it).
     config = bitat_tf.BinarizeConfig.paper(steps_per_layer=5, finetune_steps=2,
-                                           capture_batches=-(-examples // 128), capture_memory_mb=64,
+                                           capture_batches=-(-examples // batch), capture_memory_mb=64,
                                            bn_recalibration_batches=2)
     bitat_tf.binarize(model, ds, config=config, verbose=0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -24,6 +24,13 @@ DEFAULT_METHODS = "reactnet,ste,bitat_e2e,bitat,sequential_e2e,bitat_kd,bitat_ft
 BASE = {"learning_rate": 3e-3, "baseline_learning_rate": 1e-3, "finetune_learning_rate": 5e-4}
 
 
+def rate_flags(scale, factors=None):
+    """`benchmarks/run.py` learning-rate flags: every base rate times `scale`, and times `factors[key]`
+    where given."""
+    factors = factors or {}
+    return [f"--{k.replace('_', '-')}={v * scale * factors.get(k, 1.0):g}" for k, v in BASE.items()]
+
+
 def trial_dir(out, scale):
     return os.path.join(out, f"lr_x{scale:g}")
 
@@ -40,7 +47,7 @@ def main(argv=None):
     methods = [m for m in args.methods.split(",") if m]
     scales = [float(s) for s in args.scales.split(",")]
     for scale in scales:
-        rates = [f"--{k.replace('_', '-')}={v * scale:g}" for k, v in BASE.items()]
+        rates = rate_flags(scale)
         subprocess.call([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--mode", args.mode,
                          "--methods", ",".join(methods), "--seed", str(args.seed), "--no-export", *rates,
                          "--out", trial_dir(out, scale)])
