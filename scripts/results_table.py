@@ -246,11 +246,16 @@ def levers_table():
     record = _load("levers_standard", "levers.json")
     if not record:
         return ""
+    # The same configuration and seed in the accuracy-against-time run: how far two runs of it differ.
+    twin = _load("budgets_standard", record["method"], "x1", f"{record['method']}.json")
+    default = record["levers"].get("default")
+    repeat = (f", and the same configuration run twice scored {_pct(twin['figures']['test_accuracy'])} "
+              f"(`results/budgets_standard`, x1) and {_pct(default['test_accuracy'])} test"
+              if twin and default and twin["settings"]["seed"] == default["seed"] else "")
     rows = [f"**The full method's own levers, standard mode** (`results/levers_standard/levers.json`, "
             f"`{record['command']}`; {record['label']} at x{record['learning_rate_scale']:g}, one argument changed "
             "at a time, seed 0, one sitting; one run each: the 1,000-image validation split alone has a binomial "
-            "sd of ~1.5 points at 65%, and the same configuration run twice scored 65.2% and 63.8% test, so "
-            "only differences beyond ~1.5 points count):\n",
+            f"sd of ~1.5 points at 65%{repeat}, so only differences beyond ~1.5 points count):\n",
             "| lever | changed | learning rates (quantize / fine-tune above / last phase) | val top-1 | test top-1 "
             "| seconds | overhead |", "|---|---|---|---|---|---|---|"]
     for name, row in record["levers"].items():
