@@ -50,11 +50,13 @@ def capture_inputs(model, layer, dataset, *, max_batches, memory_mb, seed, feed=
         sub_model = layer_input_model(model, layer)
         feed = lambda x: sub_model(x, training=False)  # noqa: E731
     batches = dataset.take(max_batches) if isinstance(dataset, tf.data.Dataset) else dataset
-    return capture_many([layer], batches, memory_mb=memory_mb, seed=seed, feed=lambda x: [feed(x)])[0]
+    return capture_many([layer], ([feed(x)] for x, *_ in batches), memory_mb=memory_mb, seed=seed)[0]
 
 
-def capture_many(layers, batches, *, memory_mb, seed, feed):
-    """The inputs of several layers from one pass over `batches`: `feed(x)` returns them in `layers`' order.
+def capture_many(layers, inputs, *, memory_mb, seed):
+    """Bounded samples of several layers' inputs: `inputs` yields, per batch, a list of each layer's input
+    in `layers`' order (however they were computed: a forward pass of their own or one that also
+    recalibrates BatchNorm statistics).
 
     The memory bound is shared: each layer keeps at most `memory_mb / len(layers)` megabytes of images.
     """
@@ -62,13 +64,13 @@ def capture_many(layers, batches, *, memory_mb, seed, feed):
     budgets = [max(1, int(memory_mb * 2**20 / len(layers) // max(int(np.prod(layer.input_shape[1:])) * 4, 1)))
                for layer in layers]
     kept, seen = [[] for _ in layers], 0
-    for x, *_ in batches:
-        for pool, budget, out in zip(kept, budgets, feed(x)):
+    for outputs in inputs:
+        for pool, budget, out in zip(kept, budgets, outputs):
             pool.append(np.asarray(out))
             if sum(len(k) for k in pool) > budget:  # reservoir-like: drop at random to stay in budget
                 merged = np.concatenate(pool)
                 pool[:] = [merged[rng.choice(len(merged), budget, replace=False)]]
-        seen += len(x)
+        seen += len(outputs[0])
     if not seen:
         raise DatasetError("the dataset yielded no batch while capturing layer inputs; pass a non-empty "
                            "dataset of (x, y) batches.")

@@ -51,6 +51,7 @@ class Checkpointer:
             "history": run.history,
             "elapsed": run.elapsed,
             "batches_drawn": run.batches_drawn,
+            "pending_recalibration": run.pending_recalibration,
             "blocks": {str(i): {"names": [m.name for m in s.members], "d_outs": [m.d_out for m in s.members]}
                        for i, s in run.blocks.items()},
         }
@@ -102,6 +103,8 @@ class Checkpointer:
         run.history.update(meta["history"])
         run.elapsed = meta["elapsed"]
         run.batches_drawn.update(meta.get("batches_drawn", {}))
+        pending = meta.get("pending_recalibration")
+        run.pending_recalibration = tuple(pending) if pending is not None else None
         run.say(f"bitat_tf: resumed from {stage_dir} with {done} of {len(order)} layers done")
         return done
 

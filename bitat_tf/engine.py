@@ -11,6 +11,12 @@ variable the traced functions read at run time:
 So the train step, evaluation and recalibration are each traced once per run, however many stages it
 has. `session()` attaches all of this and restores plain Python state when the run ends or fails: the
 returned model saves and exports as if none of it had happened.
+
+Moving statistics are re-estimated where they are read, not where they go stale: a recalibration a phase
+asks for can wait (`pending_recalibration`) until an evaluation, a phase that normalises with them, or a
+capture, which then takes its inputs from the recalibration's own forward passes (`capture`). With
+`batch_statistics` on (BiTAT's pass by default) every BatchNorm normalises with batch statistics in steps
+and captures, so the pass reads no moving statistic and recalibrates only before an evaluation.
 """
 
 import contextlib
@@ -76,6 +82,12 @@ class Engine:
         # go into checkpoints; a resumed run skips as many batches and reads the same stream on.
         self.batches_drawn = {"train": 0, "plain": 0}
         self._streams = {}
+        # `(after, done)` of a recalibration put off until the moving statistics are next read
+        # (`fit(defer_recalibration=True)`); checkpoints keep it, so a resumed run does the same pass.
+        self.pending_recalibration = None
+        # True while every BatchNorm normalises with batch statistics in steps and captures (BiTAT's pass
+        # with pass_normalization="batch"): the moving ones are then re-estimated only when read.
+        self.batch_statistics = False
 
     # ---- budgets and messages ------------------------------------------------------------------------
     def steps(self, steps, epochs):
@@ -99,6 +111,7 @@ class Engine:
     def session(self, penalty=None):
         """Attach the run's switches and compile its trainer; on exit, plain Python state again."""
         controls = _Controls(self.working)
+        options = _without_constant_folding()
         try:
             for layer in self.working.layers:
                 layer.trainable = True  # one fixed list of variables; stages choose with masks
@@ -123,17 +136,20 @@ class Engine:
             self._zero_optimizer = tf.function(lambda: [v.assign(tf.zeros_like(v)) for v in optimizer_variables])
             yield
         finally:
+            tf.config.optimizer.set_experimental_options(options)
             controls.detach()
             self._trainer = self._forward = None
             streams, self._streams = self._streams, {}
             _release(streams)  # the dict then holds the only references to the iterators
 
     def fit(self, learning_rate, steps, label, *, layers, extra=(), exclude=(), weights=None,
-            recalibrate_after=None):
+            recalibrate_after=None, defer_recalibration=False):
         """Train the variables of `layers` (plus `extra`, minus `exclude`) for `steps` optimizer steps.
 
-        BatchNorms among `layers` train on batch statistics; all others normalise with their moving ones.
-        Progress shows every epoch of the dataset (or once for a shorter phase). Returns the history.
+        BatchNorms among `layers` train on batch statistics; all others normalise with their moving ones
+        (with `batch_statistics` on, every BatchNorm uses batch statistics and nothing is recalibrated:
+        the moving statistics are marked stale). Progress shows every epoch of the dataset (or once for a
+        shorter phase). Returns the history.
 
         `recalibrate_after` (a layer index) re-estimates the moving statistics of the BatchNorms above it
         when the phase ends (`recalibrate`). The training BatchNorms (they must include those) then average
@@ -142,12 +158,16 @@ class Engine:
         fallen below 15% of its rate and the weights barely move: statistics averaged while the weights
         still change are stale (averaging over a whole 6-step fine-tune cost 3 points of validation
         accuracy on the standard model). Extra forward passes make up the batches the window lacks.
+        With `defer_recalibration` those passes wait until the statistics are next read (`settle`): a
+        following `capture` then takes its inputs from them instead of a forward pass of its own.
         """
-        averages = recalibrate_after is not None and self._norms
+        if not self.batch_statistics:
+            self.settle()  # the BatchNorms that do not train normalise with their moving statistics
+        averages = recalibrate_after is not None and self._norms and not self.batch_statistics
         window = min(steps // _AVERAGED_SHARE, self.config.bn_recalibration_batches) if averages else 0
         if steps <= 0:
             if recalibrate_after is not None:
-                self.recalibrate(recalibrate_after)
+                self._recalibrate_after_phase(recalibrate_after, 0, defer_recalibration)
             return {}
         start, trainer = time.perf_counter(), self._trainer
         excluded = {_ref(v) for v in exclude}
@@ -155,7 +175,7 @@ class Engine:
         trainer.set_trainable(chosen + list(extra))
         self._gates.set({_ref(v) for v in chosen})  # gradients only where these variables need them
         trainer.set_term_weights(weights or {})
-        self._set_batchnorm_training(set(layers))
+        self._set_batchnorm_training(set(self._norms) if self.batch_statistics else set(layers))
         self._reset_optimizer(learning_rate, steps)
         train_function = trainer.make_train_function()  # cached by Keras after the first call
         iterator = self.stream("train")
@@ -189,9 +209,26 @@ class Engine:
         self.timing.append(PhaseTiming(label, steps, statistics.median(timed), time.perf_counter() - start))
         if window:
             self._assign_momenta(self._momenta)
-        if recalibrate_after is not None:
-            self.recalibrate(recalibrate_after, done=window)
+        if self.batch_statistics:
+            self.pending_recalibration = (-1, 0)  # the steps moved the moving statistics: all stale
+        elif recalibrate_after is not None:
+            self._recalibrate_after_phase(recalibrate_after, window, defer_recalibration)
         return history
+
+    def _recalibrate_after_phase(self, after, done, defer):
+        if self.batch_statistics:
+            return  # nothing trained, nothing read: stale statistics stay pending
+        if defer:
+            self.pending_recalibration = (after, done)
+        else:
+            self.recalibrate(after, done=done)
+
+    def settle(self):
+        """Run a deferred recalibration now (before anything reads the moving statistics)."""
+        if self.pending_recalibration is not None:
+            after, done = self.pending_recalibration
+            self.pending_recalibration = None
+            self.recalibrate(after, done=done)
 
     def evaluate(self):
         """Accuracy of the working model on the evaluation data (one traced test step per run).
@@ -199,6 +236,7 @@ class Engine:
         Keras' own test step and metric, driven by a plain loop: `Model.evaluate` would also build a data
         handler, callbacks and a progress bar at every call, about as costly as the steps themselves here.
         """
+        self.settle()
         trainer = self._trainer
         test_function = trainer.make_test_function()  # cached by Keras after the first call
         trainer.reset_metrics()
@@ -235,36 +273,55 @@ class Engine:
 
         A pass holds every binarized layer's input at once (the compiled forward returns them all), so
         that is what the bound counts. One pass of many images costs less than many of a few: on
-        MobileNet at 32 images a batch the call itself dominated a forward pass.
+        MobileNet at 32 images a batch the call itself dominated a forward pass. Yields `(inputs, images
+        in each of its batches)`.
         """
         limit = max(1, int(self.config.capture_memory_mb * 2**20 // self._pass_bytes_per_image))
-        pending, images = [], 0
+        pending, sizes = [], []
         for x, *_ in self.take(count):
             n = int(tf.shape(tf.nest.flatten(x)[0])[0])
-            if pending and images + n > limit:
-                yield _concatenate(pending), len(pending)
-                pending, images = [], 0
+            if pending and sum(sizes) + n > limit:
+                yield _concatenate(pending), sizes
+                pending, sizes = [], []
             pending.append(x)
-            images += n
+            sizes.append(n)
         if pending:
-            yield _concatenate(pending), len(pending)
+            yield _concatenate(pending), sizes
 
     def capture(self, layers):
-        """Captured inputs of binarizable `layers` (a list, or one layer), all from one compiled forward pass
-        over `capture_batches` batches (traced once per run); a list of `capture.Capture`, or one."""
+        """Captured inputs of binarizable `layers` (a list, or one layer) in `capture_batches` batches; a list
+        of `capture.Capture`, or one.
+
+        With a recalibration pending (`settle`) whose passes read at least `capture_batches` batches, the
+        inputs come from the first `capture_batches` of them: those passes compute every binarized layer's
+        input anyway. They run in training mode for the BatchNorms being recalibrated, i.e. normalise with
+        the statistics of the images in the pass, which are what the moving statistics become (exactly so
+        when the phase averaged none of its steps; nearly otherwise). Else one compiled forward pass of its
+        own (inference mode, traced once per run).
+        """
         single = not isinstance(layers, (list, tuple))
         layers = [layers] if single else list(layers)
-        outputs = len(tf.nest.flatten(self.working.outputs))
-        picks = [outputs + self.plan.binarized.index(layer.name) for layer in layers]
-
-        def feed(x):
-            values = self._forward(x, tf.constant(False))
-            return [values[i] for i in picks]
-
-        inputs = ((x,) for x, _ in self.passes(self.config.capture_batches))
-        captured = capture.capture_many(layers, inputs,
-                                        memory_mb=self.config.capture_memory_mb, seed=self.config.seed, feed=feed)
+        captured = None
+        if self.batch_statistics:  # what the steps see: every BatchNorm on the pass's batch statistics
+            self._set_batchnorm_training(set(self._norms))
+            self.pending_recalibration = (-1, 0)  # a forward pass in training mode moves them too
+        elif self.pending_recalibration is not None:
+            after, done = self.pending_recalibration
+            self.pending_recalibration = None
+            captured = self.recalibrate(after, done=done, capture_layers=layers)
+        if captured is None:
+            picks = self._input_picks(layers)
+            training = tf.constant(self.batch_statistics)
+            inputs = ([values[i] for i in picks] for values in
+                      (self._forward(x, training) for x, _ in self.passes(self.config.capture_batches)))
+            captured = capture.capture_many(layers, inputs, memory_mb=self.config.capture_memory_mb,
+                                            seed=self.config.seed)
         return captured[0] if single else captured
+
+    def _input_picks(self, layers):
+        """Where the compiled forward returns the inputs of `layers`."""
+        outputs = len(tf.nest.flatten(self.working.outputs))
+        return [outputs + self.plan.binarized.index(layer.name) for layer in layers]
 
     def evaluate_model(self, model):
         """Accuracy of another model (the user's full-precision one) on the evaluation data."""
@@ -272,7 +329,7 @@ class Engine:
         trainer.compile(loss=self.loss, metrics=["accuracy"])
         return float(trainer.evaluate(self.eval_data, verbose=0, return_dict=True)["accuracy"])
 
-    def recalibrate(self, after=-1, *, done=0):
+    def recalibrate(self, after=-1, *, done=0, capture_layers=()):
         """Re-estimate the moving statistics of the BatchNorms above layer index `after`.
 
         Switching a layer to binary inputs and weights changes the scale of everything above it; a few
@@ -282,20 +339,32 @@ class Engine:
         the average were taken by the last training steps (`fit(recalibrate_after=...)`); the rest are
         forward passes in training mode here, several batches a pass (`passes`; a pass normalises with the
         statistics of all its images, so its variance is the pooled one of its batches).
+
+        With `capture_layers`, also returns their captured inputs in the first `capture_batches` batches
+        of these passes (see `capture`), or None when the passes read fewer batches than that.
         """
         index = {layer.name: i for i, layer in enumerate(self.working.layers)}
         norms = [bn for bn in self._norms if index[bn.name] > after]
-        total = self.config.bn_recalibration_batches
+        total, wanted = self.config.bn_recalibration_batches, self.config.capture_batches
+        capturing = bool(capture_layers) and total - done >= wanted
         if not norms or done >= total:
-            return
+            return None
         self._set_batchnorm_training(set(norms))
-        averaged = done
-        for x, batches in self.passes(total - done):  # a pass of k batches weighs k in the average
-            self._average_into_moving_statistics(averaged, batches)
-            self._forward(x, tf.constant(True))
-            averaged += batches
+        averaged, inputs, picks = done, [], self._input_picks(capture_layers) if capturing else []
+        for x, sizes in self.passes(total - done):  # a pass of k batches weighs k in the average
+            self._average_into_moving_statistics(averaged, len(sizes))
+            values = self._forward(x, tf.constant(True))
+            taken = averaged - done  # batches of these passes before this one
+            if capturing and taken < wanted:
+                images = sum(sizes[:wanted - taken])
+                inputs.append([values[i][:images] for i in picks])
+            averaged += len(sizes)
         self._assign_momenta(self._momenta)
         self._set_batchnorm_training(set())
+        if not capturing:
+            return None
+        return capture.capture_many(capture_layers, inputs, memory_mb=self.config.capture_memory_mb,
+                                    seed=self.config.seed)
 
     # ---- helpers -------------------------------------------------------------------------------------
     def _average_into_moving_statistics(self, i, batches=1):
@@ -351,6 +420,22 @@ def _adam(schedule):
     variables are the step counter and the slots only (the hyperparameters are constants), so
     `_zero_optimizer` can reset all of them."""
     return keras.optimizers.legacy.Adam(schedule)
+
+
+def _without_constant_folding():
+    """Switch Grappler's constant folding off for the functions the run instantiates; returns what
+    restores the previous setting.
+
+    On the standard model's train step (8,660 nodes, default recipe) it took 1.7 s of the first call
+    (10.9 / 9.8 s without it against 12.2 / 11.9 s with it, alternating runs in one sitting) and did not
+    make a step faster (median 169.6 / 169.4 ms against 171.6 / 174.0 ms). Switching all of Grappler off
+    saves more but makes steps ~3.5% slower (README). The options are process-wide: the run sets them on
+    entry and back on exit; a function instantiated before keeps its graph, and is instantiated again only
+    if called while they differ.
+    """
+    before = tf.config.optimizer.get_experimental_options().get("constant_folding", True)
+    tf.config.optimizer.set_experimental_options({"constant_folding": False})
+    return {"constant_folding": before}
 
 
 def seed_host(seed):

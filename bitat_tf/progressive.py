@@ -149,11 +149,12 @@ class _Run(Engine):
 
     def finetune_above(self, names):
         """Fine-tune every layer above the stage's last layer, its budget scaled by the stage's layers, and
-        re-estimate the BatchNorm statistics above it (averaged over the phase's last steps)."""
+        re-estimate the BatchNorm statistics above it (averaged over the phase's last steps; the rest in
+        the forward passes that also capture the next stage's first inputs)."""
         index = self.plan[names[-1]].index
         label = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
         return self.fit(self.config.finetune_learning_rate, self._finetune_steps(names), f"{label} fine-tune above",
-                        layers=self._layers_above(index), recalibrate_after=index)
+                        layers=self._layers_above(index), recalibrate_after=index, defer_recalibration=True)
 
     def _quantize_steps(self, names):
         return len(names) * self.steps(self.config.steps_per_layer, self.config.epochs_per_layer)
@@ -177,6 +178,7 @@ class _Run(Engine):
                 self.activation_warmup(resumed=done > 0)
             stages = self.stages()
             starts = list(itertools.accumulate([0] + [len(names) for _, names in stages]))
+            self.batch_statistics = self.config.pass_normalization == "batch"
             for i in range(starts.index(done), len(stages)):  # a checkpoint holds whole stages
                 block_index, names = stages[i]
                 t0, timed, n_done = time.time(), len(self.timing), starts[i]
@@ -201,6 +203,7 @@ class _Run(Engine):
                          f"{overhead:.1f}s){measured}; elapsed {clock(time.time() - start)}, left ~{clock(left)}")
                 if checkpointer:
                     checkpointer.save(self, n_done + len(names))
+            self.batch_statistics = False
             self.final_phase()
             binary_accuracy = self.evaluate()
         seconds = time.time() - start

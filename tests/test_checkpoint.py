@@ -27,7 +27,8 @@ def data(digits):
     return tf.data.Dataset.from_tensor_slices((x[:512], y[:512])).batch(64)
 
 
-@pytest.mark.parametrize("extra", [{}, {"activation_warmup_steps": 4}], ids=["paper", "activation_warmup"])
+@pytest.mark.parametrize("extra", [{}, {"activation_warmup_steps": 4}, {"pass_normalization": "batch"}],
+                         ids=["paper", "activation_warmup", "batch_statistics"])
 def test_resume_after_interruption_matches_uninterrupted_run(trained_cnn, data, tmp_path, monkeypatch, extra):
     """With a warm-up, the resumed run must not redo it, yet binarize the remaining inputs again."""
     config = bitat_tf.BinarizeConfig.paper(**CONFIG, **extra)
@@ -57,7 +58,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(trained_cnn, data, 
         np.testing.assert_allclose(_binary_kernels(resumed.model)[name], kernel, rtol=1e-5, atol=1e-6)
     assert resumed.report.to_dict()["layers"][1]["d_in"] == reference.report.to_dict()["layers"][1]["d_in"]
     assert graph.weight_quantizer(resumed.model.get_layer("block1_a")).active
-    assert ("activation_warmup" in resumed.history) == bool(extra)  # restored from the checkpoint
+    assert ("activation_warmup" in resumed.history) == ("activation_warmup_steps" in extra)  # from the checkpoint
 
 
 def test_checkpoint_of_another_config_is_refused(trained_cnn, data, tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import bitat_tf
-from bitat_tf import graph, training, transforms
+from bitat_tf import capture, graph, training, transforms
 from bitat_tf._compat import keras, tf
 from conftest import make_cnn
 
@@ -260,7 +260,7 @@ def test_forward_passes_concatenate_batches_within_the_memory_bound(trained_cnn,
         with run.session():
             if memory_mb is None:  # a bound of 2.5 batches: passes of 2, 2 and 1, each weighing its batches
                 run.config.capture_memory_mb = 2.5 * 32 * run._pass_bytes_per_image / 2**20
-            sizes = [batches for _, batches in run.passes(5)]
+            sizes = [len(batches) for _, batches in run.passes(5)]
             run.batches_drawn["plain"], run._streams = 0, {}  # read the same five batches again
             run.recalibrate(-1)
             np.testing.assert_allclose(run.working.get_layer("stem_bn").moving_mean.numpy(), expected,
@@ -268,6 +268,60 @@ def test_forward_passes_concatenate_batches_within_the_memory_bound(trained_cnn,
             run.capture(run.working.get_layer(run.plan.binarized[0]))
             assert sizes == passes
             assert run._forward.experimental_get_tracing_count() == 1
+
+
+def test_a_capture_from_a_deferred_recalibration_equals_one_after_it(trained_cnn, digits):
+    """A capture with a recalibration pending takes its inputs from the first `capture_batches` batches of
+    the recalibration's passes. With no batches averaged before (done=0) those passes normalise with exactly
+    the statistics the moving ones become, so an inference-mode capture of the same batches afterwards sees
+    the same inputs. When the passes read fewer batches than a capture needs, it reads its own."""
+    from bitat_tf import progressive
+
+    x, y = digits[0][:32 * 8], digits[1][:32 * 8]
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    config = bitat_tf.BinarizeConfig.paper(**dict(CHEAP, capture_batches=2, bn_recalibration_batches=4))
+    plan = graph.make_plan(trained_cnn, config)
+    run = progressive._Run(trained_cnn, plan, data, None, config, 8, True, 0)
+    with run.session(run.penalty):
+        first, second = (run.working.get_layer(n) for n in plan.binarized[:2])
+        capture.init_threshold(first, run.capture(first), "mean")  # else its binary input is constant
+        graph.set_binary(first, True)  # changes the statistics of every BatchNorm above it
+        run.batches_drawn["plain"], run._streams = 0, {}
+        run.pending_recalibration = (plan[first.name].index, 0)
+        from_pass = run.capture(second)
+        assert run.pending_recalibration is None and run.batches_drawn["plain"] == 4  # one read, for both
+        run.batches_drawn["plain"], run._streams = 0, {}  # the same batches again
+        after = run.capture(second)
+        assert from_pass.n_images == after.n_images == 64
+        np.testing.assert_allclose(from_pass.raw, after.raw, rtol=1e-3, atol=1e-4)
+        assert np.abs(after.raw - run.capture(second).raw).max() > 0.1  # the next batches differ
+
+        run.pending_recalibration = (plan[first.name].index, 3)  # 1 batch left to average: too few
+        run.capture(second)
+        assert run.batches_drawn["plain"] == 2 + 2 + 1 + 2
+
+
+@pytest.mark.parametrize("normalization, every, recalibrations", [
+    ("recalibrated", "end", ["block1_a", "block1_b", "block2_a"]),  # above each stage's layer
+    ("batch", "end", [-1]),  # only before the final evaluation reads the statistics
+    ("batch", "layer", [-1, -1, -1]),  # before each evaluation
+])
+def test_batch_statistics_in_the_pass_recalibrate_only_where_statistics_are_read(
+        trained_cnn, digits_ds, monkeypatch, normalization, every, recalibrations):
+    """pass_normalization="batch": every BatchNorm normalises with batch statistics in the pass's steps and
+    captures, so no recalibration runs between stages; one runs (over the whole network) where the moving
+    statistics are next read."""
+    from bitat_tf import engine
+
+    calls, original = [], engine.Engine.recalibrate
+    monkeypatch.setattr(engine.Engine, "recalibrate",
+                        lambda self, after=-1, **kw: calls.append(after) or original(self, after, **kw))
+    config = bitat_tf.BinarizeConfig.paper(**CHEAP, evaluate_every=every, pass_normalization=normalization)
+    result = bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), validation_data=digits_ds[1], config=config,
+                               verbose=0)
+    index = {layer.name: i for i, layer in enumerate(trained_cnn.layers)}
+    assert calls == [index[n] if isinstance(n, str) else n for n in recalibrations]
+    assert result.report.binary_accuracy is not None
 
 
 def test_compiled_forward_accepts_inputs_of_unknown_rank(trained_cnn, digits):
