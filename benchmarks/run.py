@@ -56,8 +56,9 @@ METHODS = {
     # the same recipe with a smaller share of the budget in the pass: what the pass itself is worth
     "bitat_e2e_p25": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
                                 "pass_share": 0.25}),
+    # `binarize`'s default (configs here start from `paper()`, so what the default changes is set here)
     "bitat_e2e_p12": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
-                                "pass_share": 0.125}),
+                                "pass_share": 0.125, "pass_normalization": "batch"}),
     "bitat_e2e_p6": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
                                "pass_share": 0.0625}),
     # the default's shape without the transform (the paper's sequential ablation), layer by layer or a

@@ -131,3 +131,18 @@ def test_lever_flags_scale_the_pass_rates_alone_and_set_the_rest():
     assert "--set=quant_weight=10.0" in flags
     assert levers.lever_flags({}, 8.0) == ["--learning-rate=0.024", "--baseline-learning-rate=0.008",
                                            "--finetune-learning-rate=0.004"]
+
+
+def test_the_benchmarks_default_method_is_binarizes_default_recipe():
+    """The runner builds BiTAT configs from `paper()`; the method it labels "the default" must set every
+    recipe field in which `BinarizeConfig()` differs from `paper()`, except those the runner derives from
+    its own flags and the budget (learning rates, phase lengths, when accuracy is measured)."""
+    import bitat_tf
+    from bitat_tf.config import PAPER
+
+    derived = {"epochs_per_layer", "finetune_epochs", "final_finetune_epochs", "final_pass_multiple",
+               "final_learning_rate", "learning_rate", "finetune_learning_rate", "evaluate_every"}
+    default, kind_extra = bitat_tf.BinarizeConfig().get_config(), bench.METHODS["bitat_e2e_p12"]
+    assert "the default" in bench.LABELS["bitat_e2e_p12"]
+    recipe = {k for k in PAPER if PAPER[k] != default[k]} - derived
+    assert recipe and {k: kind_extra[1].get(k) for k in recipe} == {k: default[k] for k in recipe}
