@@ -246,12 +246,17 @@ def levers_table():
     record = _load("levers_standard", "levers.json")
     if not record:
         return ""
-    # The same configuration and seed in the accuracy-against-time run: how far two runs of it differ.
+    # The same configuration and seed in the accuracy-against-time run: how far two runs of it differ
+    # (only when the two resolved configs are equal: the package's default may have changed in between).
     twin = _load("budgets_standard", record["method"], "x1", f"{record['method']}.json")
+    own = _load("levers_standard", "default", f"{record['method']}.json")
     default = record["levers"].get("default")
+    same = twin and own and default and twin["figures"].get("config") == own["figures"].get("config")
     repeat = (f", and the same configuration run twice scored {_pct(twin['figures']['test_accuracy'])} "
-              f"(`results/budgets_standard`, x1) and {_pct(default['test_accuracy'])} test"
-              if twin and default and twin["settings"]["seed"] == default["seed"] else "")
+              f"(`results/budgets_standard`, x1) and {_pct(default['test_accuracy'])} test" if same else "")
+    if twin and own and not same:
+        repeat = (", and these runs predate stop 21's change of the default's BatchNorm normalisation in the "
+                  "pass (`pass_normalization`)")
     rows = [f"**The full method's own levers, standard mode** (`results/levers_standard/levers.json`, "
             f"`{record['command']}`; {record['label']} at x{record['learning_rate_scale']:g}, one argument changed "
             "at a time, seed 0, one sitting; one run each: the 1,000-image validation split alone has a binomial "

@@ -12,10 +12,11 @@ CHEAP = dict(steps_per_layer=3, finetune_steps=2, max_groups=4, capture_rows=256
              bn_recalibration_batches=2, learning_rate=3e-3)
 
 
-def test_no_stage_after_the_first_traces_anything(trained_cnn, digits_ds, monkeypatch):
-    """Train and test steps are traced once each, in the first stage, however many stages follow. (Keras
-    creates its metric variables inside the first trace, which makes TensorFlow trace again; the engine
-    builds them before.)"""
+@pytest.mark.parametrize("normalization", ["recalibrated", "batch"])
+def test_no_stage_after_the_first_traces_anything(trained_cnn, digits_ds, monkeypatch, normalization):
+    """Train and test steps are traced once each, in the first stage, however many stages follow; so is
+    the forward pass of captures and recalibration. (Keras creates its metric variables inside the first
+    trace, which makes TensorFlow trace again; the engine builds them before.)"""
     from bitat_tf import engine
 
     phases, traces = [], []
@@ -36,8 +37,13 @@ def test_no_stage_after_the_first_traces_anything(trained_cnn, digits_ds, monkey
     monkeypatch.setattr(engine.Engine, "fit", counted_fit)
     monkeypatch.setattr(training.BitatTrainer, "train_step", counted_train)
     monkeypatch.setattr(training.BitatTrainer, "test_step", counted_test)
-    config = bitat_tf.BinarizeConfig.paper(final_finetune_steps=2, **CHEAP)
+    forwards = []
+    forward_with_inputs = engine._forward_with_inputs
+    monkeypatch.setattr(engine, "_forward_with_inputs",
+                        lambda *a: forwards.append(forward_with_inputs(*a)) or forwards[-1])
+    config = bitat_tf.BinarizeConfig.paper(final_finetune_steps=2, pass_normalization=normalization, **CHEAP)
     bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), validation_data=digits_ds[1], config=config, verbose=0)
+    assert [f.experimental_get_tracing_count() for f in forwards] == [1]
     assert len(phases) == 7  # three quantize stages, three fine-tunes above, a final phase
     assert [t for t in traces if t[0] == "train"] == [("train", 1)]
     assert [t for t in traces if t[0] == "test"] == [("test", 0)], traces  # the full-precision evaluation
