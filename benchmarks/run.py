@@ -283,12 +283,29 @@ def presign_statistics(model, dataset, blocks):
 
 
 # ---- driver ---------------------------------------------------------------------------------------------
+def library_defaults():
+    """The package's config defaults, as JSON. The same flags run something else when a default changes, so
+    a stored method result is reused only when it ran with these."""
+    import bitat_tf
+
+    defaults = {"BinarizeConfig": bitat_tf.BinarizeConfig().get_config(),
+                "paper": bitat_tf.BinarizeConfig.paper().get_config(),
+                "EndToEndConfig": bitat_tf.EndToEndConfig().get_config()}
+    return json.loads(json.dumps(defaults, default=str))
+
+
+def reusable(stored, args, name):
+    """Whether a stored record answers this invocation: same settings and, for a method (the full-precision
+    figures depend on the recipe alone), the same library defaults."""
+    return stored.get("settings") == settings(args) and (name == "fp" or stored.get("defaults") == library_defaults())
+
+
 def _run_worker(args, name, path, argv):
-    """Run one method in a child process; its JSON lands at `path` (kept when it matches the settings)."""
+    """Run one method in a child process; its JSON lands at `path` (kept when `reusable`)."""
     if os.path.exists(path):
         with open(path) as f:
             stored = json.load(f)
-        if stored.get("settings") == settings(args):
+        if reusable(stored, args, name):
             print(f"== {name}: reusing {os.path.relpath(path, ROOT)}", flush=True)
             return stored
     print(f"== {name}: running", flush=True)
@@ -405,7 +422,8 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     if args.worker:
         figures = worker(args)
-        record = {"method": args.worker, "settings": settings(args), "figures": figures}
+        record = {"method": args.worker, "settings": settings(args), "defaults": library_defaults(),
+                  "figures": figures}
         path = os.path.join(args.out, f"{args.worker}.json")
         with open(path + ".tmp", "w") as f:
             json.dump(record, f, indent=2, default=str)

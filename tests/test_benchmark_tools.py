@@ -146,3 +146,16 @@ def test_the_benchmarks_default_method_is_binarizes_default_recipe():
     assert "the default" in bench.LABELS["bitat_e2e_p12"]
     recipe = {k for k in PAPER if PAPER[k] != default[k]} - derived
     assert recipe and {k: kind_extra[1].get(k) for k in recipe} == {k: default[k] for k in recipe}
+
+
+def test_a_stored_method_result_is_reused_only_with_the_library_defaults_it_ran_with():
+    """Changing a default of BinarizeConfig changes what the same flags run: such a result must run again
+    (the full-precision figures depend on the recipe alone and stay reusable)."""
+    args = bench.parse_args(["--mode", "quick"])
+    record = {"settings": bench.settings(args), "defaults": bench.library_defaults()}
+    assert bench.reusable(record, args, "bitat_e2e_p12")
+    stale = json.loads(json.dumps(record))
+    stale["defaults"]["BinarizeConfig"]["pass_normalization"] = "recalibrated"
+    assert not bench.reusable(stale, args, "bitat_e2e_p12")
+    assert not bench.reusable({"settings": record["settings"]}, args, "reactnet")  # written before the check
+    assert bench.reusable({"settings": record["settings"]}, args, "fp")
