@@ -11,8 +11,8 @@ baselines spend in one (STE) or two (ReActNet) phases. Choices use a validation 
 training records; the test split is read once per method, at the end.
 
 Each method runs in its own process (clean peak RSS, and a crash loses only that method) and writes
-`<out>/<method>.json`; a rerun skips methods whose file exists for the same settings, so an interrupted
-benchmark resumes. At the end the runner writes `<out>/summary.json`, `<out>/table.md` and
+`<out>/<method>.json`; a rerun skips methods whose file exists for the same settings and the package's
+same config defaults, so an interrupted benchmark resumes. At the end the runner writes `<out>/summary.json`, `<out>/table.md` and
 `<out>/accuracy_vs_time.png`.
 """
 
