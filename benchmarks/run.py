@@ -12,8 +12,8 @@ training records; the test split is read once per method, at the end.
 
 Each method runs in its own process (clean peak RSS, and a crash loses only that method) and writes
 `<out>/<method>.json`; a rerun skips methods whose file exists for the same settings and the package's
-same config defaults, so an interrupted benchmark resumes. At the end the runner writes `<out>/summary.json`, `<out>/table.md` and
-`<out>/accuracy_vs_time.png`.
+same config defaults, so an interrupted benchmark resumes. At the end the runner writes
+`<out>/summary.json`, `<out>/table.md` and `<out>/accuracy_vs_time.png`.
 """
 
 import argparse
@@ -297,7 +297,8 @@ def library_defaults():
 def reusable(stored, args, name):
     """Whether a stored record answers this invocation: same settings and, for a method (the full-precision
     figures depend on the recipe alone), the same library defaults."""
-    return stored.get("settings") == settings(args) and (name == "fp" or stored.get("defaults") == library_defaults())
+    same_defaults = name == "fp" or stored.get("defaults") == library_defaults()
+    return stored.get("settings") == settings(args) and same_defaults
 
 
 def _run_worker(args, name, path, argv):

@@ -166,7 +166,7 @@ class Engine:
         averages = recalibrate_after is not None and self._norms and not self.batch_statistics
         window = min(steps // _AVERAGED_SHARE, self.config.bn_recalibration_batches) if averages else 0
         if steps <= 0:
-            if recalibrate_after is not None:
+            if recalibrate_after is not None and not self.batch_statistics:
                 self._recalibrate_after_phase(recalibrate_after, 0, defer_recalibration)
             return {}
         start, trainer = time.perf_counter(), self._trainer
@@ -216,19 +216,18 @@ class Engine:
         return history
 
     def _recalibrate_after_phase(self, after, done, defer):
-        if self.batch_statistics:
-            return  # nothing trained, nothing read: stale statistics stay pending
-        if defer:
-            self.pending_recalibration = (after, done)
-        else:
-            self.recalibrate(after, done=done)
+        self.pending_recalibration = (after, done)
+        if not defer:
+            self.settle()
 
-    def settle(self):
-        """Run a deferred recalibration now (before anything reads the moving statistics)."""
-        if self.pending_recalibration is not None:
-            after, done = self.pending_recalibration
-            self.pending_recalibration = None
-            self.recalibrate(after, done=done)
+    def settle(self, capture_layers=()):
+        """Run a deferred recalibration now (before anything reads the moving statistics); with
+        `capture_layers`, return what `recalibrate` captured of them (None when nothing was pending)."""
+        if self.pending_recalibration is None:
+            return None
+        after, done = self.pending_recalibration
+        self.pending_recalibration = None
+        return self.recalibrate(after, done=done, capture_layers=capture_layers)
 
     def evaluate(self):
         """Accuracy of the working model on the evaluation data (one traced test step per run).
@@ -305,10 +304,8 @@ class Engine:
         if self.batch_statistics:  # what the steps see: every BatchNorm on the pass's batch statistics
             self._set_batchnorm_training(set(self._norms))
             self.pending_recalibration = (-1, 0)  # a forward pass in training mode moves them too
-        elif self.pending_recalibration is not None:
-            after, done = self.pending_recalibration
-            self.pending_recalibration = None
-            captured = self.recalibrate(after, done=done, capture_layers=layers)
+        else:
+            captured = self.settle(capture_layers=layers)
         if captured is None:
             picks = self._input_picks(layers)
             training = tf.constant(self.batch_statistics)

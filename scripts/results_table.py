@@ -251,10 +251,11 @@ def levers_table():
     twin = _load("budgets_standard", record["method"], "x1", f"{record['method']}.json")
     own = _load("levers_standard", "default", f"{record['method']}.json")
     default = record["levers"].get("default")
-    same = twin and own and default and twin["figures"].get("config") == own["figures"].get("config")
-    repeat = (f", and the same configuration run twice scored {_pct(twin['figures']['test_accuracy'])} "
-              f"(`results/budgets_standard`, x1) and {_pct(default['test_accuracy'])} test" if same else "")
-    if twin and own and not same:
+    repeat = ""
+    if twin and own and default and twin["figures"].get("config") == own["figures"].get("config"):
+        repeat = (f", and the same configuration run twice scored {_pct(twin['figures']['test_accuracy'])} "
+                  f"(`results/budgets_standard`, x1) and {_pct(default['test_accuracy'])} test")
+    elif twin and own:
         repeat = (", and these runs predate stop 21's change of the default's BatchNorm normalisation in the "
                   "pass (`pass_normalization`)")
     rows = [f"**The full method's own levers, standard mode** (`results/levers_standard/levers.json`, "
