@@ -90,6 +90,26 @@ def test_run_penalty_equals_the_stage_penalty_of_the_block(trained_cnn):
     got = run.terms()
     for name in ("quant", "l1", "reg"):
         np.testing.assert_allclose(float(got[name]), float(reference[name]), rtol=1e-5, atol=1e-7, err_msg=name)
+    # Traced, the penalty's gradient reaches the current layer's kernel and alpha as the block's own penalty
+    # sends it, and no other layer's.
+    sources = [v for layer in layers for v in (graph.kernel_of(layer), graph.weight_quantizer(layer).alpha)]
+
+    @tf.function
+    def gradients():
+        with tf.GradientTape() as tape:
+            total = tf.add_n(list(run.terms().values()))
+        return tape.gradient(total, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    with tf.GradientTape() as tape:
+        terms = transforms.StagePenalty(state).terms(
+            tf.reshape(graph.kernel_of(current), (-1, current.filters)), graph.weight_quantizer(current).alpha)
+        total = tf.add_n(list(terms.values()))
+    expected = tape.gradient(total, sources[2:4])
+    got = gradients()
+    for g, e in zip(got[2:4], expected):
+        np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-5, atol=1e-7)
+    assert float(tf.reduce_max(tf.abs(got[2]))) > 0
+    assert all(not np.any(g.numpy()) for g in got[:2] + got[4:])
     log_s, v = state.log_s.copy(), state.v.copy()
     run.write_back(state)
     np.testing.assert_array_equal(state.log_s, log_s)
@@ -343,3 +363,4 @@ def test_compiled_forward_accepts_inputs_of_unknown_rank(trained_cnn, digits):
         outputs = forward(x, tf.constant(False))
         np.testing.assert_allclose(outputs[0].numpy(), trained_cnn(x).numpy(), rtol=1e-5, atol=1e-5)
         assert outputs[1].shape[0] == 8
+
