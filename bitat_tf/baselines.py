@@ -135,7 +135,7 @@ class EndToEndRun(Engine):
         # Larq's ste_sign makes the working model binary from the start; BiTAT's quantizers start switched
         # off, so the working model is the user's and its (run-long) test step measures it.
         fp_accuracy = self.evaluate_model(self.original) if config.quantizers == "larq_ste" else None
-        with self.session():
+        with self.session(steps_train_every_norm=True):
             fp_accuracy = self.evaluate() if fp_accuracy is None else fp_accuracy
             self.say(f"bitat_tf baseline {config.method!r} ({config.quantizers} quantizers): "
                      f"{len(self.plan.binarized)} of {len(self.plan.layers)} weight layers, {total} steps; "

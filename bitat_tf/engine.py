@@ -76,7 +76,7 @@ class Engine:
         self.teacher = frozen_copy(model) if config.distill_weight > 0 else None
         self.working = graph.to_larq(model, plan, quantizers=quantizers)
         self.history, self.timing = {}, []
-        self._trainer = None
+        self._trainer, self._steps_train_every_norm = None, False
         # The run reads its training data as one stream: phases, captures and recalibrations continue where
         # the last one stopped, so a shuffle buffer fills once per epoch, not once per phase. The counts
         # go into checkpoints; a resumed run skips as many batches and reads the same stream on.
@@ -108,9 +108,17 @@ class Engine:
 
     # ---- the compiled pieces -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def session(self, penalty=None):
-        """Attach the run's switches and compile its trainer; on exit, plain Python state again."""
-        controls = _Controls(self.working)
+    def session(self, penalty=None, *, steps_train_every_norm=False):
+        """Attach the run's switches and compile its trainer; on exit, plain Python state again.
+
+        `steps_train_every_norm`: the run's every train step normalises every BatchNorm with its batch's
+        statistics (the baselines, BiTAT with `pass_normalization="batch"`). The train step then reads no
+        BatchNorm switch, so it holds no `tf.cond` per BatchNorm (their branch functions, forward,
+        backward and rebuilt, were ~4,400 of the standard step's graph nodes); captures and recalibration
+        still read the switches. `fit` refuses a phase that would need one.
+        """
+        controls = _Controls(self.working, steps_train_every_norm=steps_train_every_norm)
+        self._steps_train_every_norm = steps_train_every_norm
         options = _without_constant_folding()
         try:
             for layer in self.working.layers:
@@ -175,7 +183,11 @@ class Engine:
         trainer.set_trainable(chosen + list(extra))
         self._gates.set({_ref(v) for v in chosen})  # gradients only where these variables need them
         trainer.set_term_weights(weights or {})
-        self._set_batchnorm_training(set(self._norms) if self.batch_statistics else set(layers))
+        training_norms = set(self._norms) if self.batch_statistics else set(layers) & set(self._norms)
+        if self._steps_train_every_norm and training_norms != set(self._norms):
+            raise RuntimeError("internal: a phase with frozen BatchNorms in a session whose train step "
+                               "normalises every BatchNorm with batch statistics (steps_train_every_norm)")
+        self._set_batchnorm_training(training_norms)
         self._reset_optimizer(learning_rate, steps)
         train_function = trainer.make_train_function()  # cached by Keras after the first call
         iterator = self.stream("train")
@@ -489,7 +501,7 @@ def _distribute(dataset):
 class _Controls:
     """Attaches the run's variables to the working model's layers and takes them off again."""
 
-    def __init__(self, model):
+    def __init__(self, model, *, steps_train_every_norm=False):
         self.switchable, self.padded, self.norms = [], [], []
         for layer in model.layers:
             input_quantizer = getattr(layer, "input_quantizer", None)
@@ -508,7 +520,8 @@ class _Controls:
                 object.__setattr__(layer, "bitat_momentum", layer.momentum)
                 object.__setattr__(layer, "momentum", tf.Variable(float(layer.momentum), trainable=False,
                                                                   name="momentum"))
-                object.__setattr__(layer, "_get_training_value", _training_value(layer.bitat_training))
+                object.__setattr__(layer, "_get_training_value",
+                                   _training_value(layer.bitat_training, steps_train_every_norm))
                 self.norms.append(layer)
         self.gates = gating.Gates(model)
 
@@ -589,14 +602,18 @@ def _assigner(variables, dtype):
     return assign
 
 
-def _training_value(switch):
-    """A BatchNorm's training mode: the model's flag and the layer's switch (Keras reads this at call)."""
+def _training_value(switch, steps_train=False):
+    """A BatchNorm's training mode: the model's flag and the layer's switch (Keras reads this at call).
+
+    A Python `training=True` comes from the train step (the compiled forward passes a tensor): with
+    `steps_train` it is True there, without a switch.
+    """
 
     def get(training=None):
         if training is None or (isinstance(training, (bool, int)) and not training):
             return False
         if isinstance(training, (bool, int)):
-            return tf.convert_to_tensor(switch)
+            return True if steps_train else tf.convert_to_tensor(switch)
         return tf.logical_and(tf.cast(training, tf.bool), tf.convert_to_tensor(switch))
 
     return get

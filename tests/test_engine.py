@@ -16,10 +16,11 @@ CHEAP = dict(steps_per_layer=3, finetune_steps=2, max_groups=4, capture_rows=256
 def test_no_stage_after_the_first_traces_anything(trained_cnn, digits_ds, monkeypatch, normalization):
     """Train and test steps are traced once each, in the first stage, however many stages follow; so is
     the forward pass of captures and recalibration. (Keras creates its metric variables inside the first
-    trace, which makes TensorFlow trace again; the engine builds them before.)"""
+    trace, which makes TensorFlow trace again; the engine builds them before.) The step switches
+    BatchNorms between batch and moving statistics only where a phase can freeze them."""
     from bitat_tf import engine
 
-    phases, traces = [], []
+    phases, traces, norm_conds = [], [], []
     train_step, test_step, fit = training.BitatTrainer.train_step, training.BitatTrainer.test_step, engine.Engine.fit
 
     def counted_fit(self, learning_rate, steps, label, **kwargs):
@@ -28,7 +29,12 @@ def test_no_stage_after_the_first_traces_anything(trained_cnn, digits_ds, monkey
 
     def counted_train(self, data):
         traces.append(("train", len(phases)))  # Python runs only while TensorFlow traces
-        return train_step(self, data)
+        logs = train_step(self, data)
+        norms = [l.name for l in self.inner.layers if isinstance(l, keras.layers.BatchNormalization)]
+        ops = tf.compat.v1.get_default_graph().get_operations()
+        norm_conds.append(sum(op.type in ("If", "StatelessIf") and any(f"/{n}/" in op.name for n in norms)
+                              for op in ops))
+        return logs
 
     def counted_test(self, data):
         traces.append(("test", len(phases)))
@@ -47,6 +53,9 @@ def test_no_stage_after_the_first_traces_anything(trained_cnn, digits_ds, monkey
     assert len(phases) == 7  # three quantize stages, three fine-tunes above, a final phase
     assert [t for t in traces if t[0] == "train"] == [("train", 1)]
     assert [t for t in traces if t[0] == "test"] == [("test", 0)], traces  # the full-precision evaluation
+    # Frozen BatchNorms normalise with their moving statistics: a switch (a tf.cond) per BatchNorm in the
+    # step. With batch statistics every step trains every BatchNorm: none.
+    assert norm_conds[0] == 0 if normalization == "batch" else norm_conds[0] >= 3, norm_conds
 
 
 @pytest.mark.parametrize("every, final, measured", [
