@@ -132,6 +132,9 @@ class Engine:
             # the step a second time.
             self._trainer.optimizer._create_all_weights(self._trainer.trainable_variables)
             _build_compiled_metrics(self._trainer, self.dataset.element_spec)  # the same, for Keras' metrics
+            # The accuracy function Keras chose for these labels and outputs (sparse, categorical, binary).
+            self._accuracy = next(m for m in self._trainer.compiled_metrics.metrics
+                                  if m.name == "accuracy").get_config()["fn"]
             # One compiled forward for captures (inference mode) and recalibration (training mode): the
             # model's output and the inputs of the layers to binarize.
             self._forward = _forward_with_inputs(self.working, self.plan.binarized, self.dataset.element_spec)
@@ -242,24 +245,30 @@ class Engine:
         return self.recalibrate(after, done=done, capture_layers=capture_layers)
 
     def evaluate(self):
-        """Accuracy of the working model on the evaluation data (one traced test step per run).
+        """Accuracy of the working model on the evaluation data (inference mode).
 
-        Keras' own test step and metric, driven by a plain loop: `Model.evaluate` would also build a data
-        handler, callbacks and a progress bar at every call, about as costly as the steps themselves here.
+        The run's compiled forward (traced once, shared with captures and recalibration) computes the
+        outputs and Keras' own accuracy function for them (the one `compile(metrics=["accuracy"])` chose
+        for these labels and outputs) scores them, averaged over the examples (weighted by sample weights
+        when the data has them). A Keras test step would be one more trace a run (~1 s of the standard
+        run's first evaluation), and `Model.evaluate` would also build a data handler, callbacks and a
+        progress bar at every call.
         """
         self.settle()
-        trainer = self._trainer
-        test_function = trainer.make_test_function()  # cached by Keras after the first call
-        trainer.reset_metrics()
-        iterator, logs = iter(_distribute(self.eval_data)), None
-        while True:
-            try:
-                logs = test_function(iterator)
-            except (StopIteration, tf.errors.OutOfRangeError):
-                break
-        if logs is None:
+        structure, total, weight = self.working.outputs, 0.0, 0.0
+        count = len(tf.nest.flatten(structure))
+        for batch in self.eval_data:
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+            outputs = self._forward(x, tf.constant(False))[:count]
+            y_pred = outputs[0] if count == 1 else tf.nest.pack_sequence_as(structure, outputs)
+            correct = tf.cast(self._accuracy(y, y_pred), tf.float64)
+            w = tf.ones_like(correct) if sample_weight is None else tf.broadcast_to(
+                tf.reshape(tf.cast(sample_weight, tf.float64), tf.shape(correct)), tf.shape(correct))
+            total += float(tf.reduce_sum(correct * w))
+            weight += float(tf.reduce_sum(w))
+        if not weight:
             raise DatasetError("the evaluation data yielded no batch; pass a non-empty validation_data.")
-        return float(logs["accuracy"])
+        return total / weight
 
     def stream(self, kind):
         """The run's iterator over the repeated training data: "train" for the train step (distributed

@@ -14,8 +14,8 @@ CHEAP = dict(steps_per_layer=3, finetune_steps=2, max_groups=4, capture_rows=256
 
 @pytest.mark.parametrize("normalization", ["recalibrated", "batch"])
 def test_no_stage_after_the_first_traces_anything(trained_cnn, digits_ds, monkeypatch, normalization):
-    """Train and test steps are traced once each, in the first stage, however many stages follow; so is
-    the forward pass of captures and recalibration. (Keras creates its metric variables inside the first
+    """The train step is traced once, in the first stage, however many stages follow; so is the forward
+    pass of evaluations, captures and recalibration, and Keras' test step never is. (Keras creates its metric variables inside the first
     trace, which makes TensorFlow trace again; the engine builds them before.) The step switches
     BatchNorms between batch and moving statistics only where a phase can freeze them."""
     from bitat_tf import engine
@@ -52,7 +52,7 @@ def test_no_stage_after_the_first_traces_anything(trained_cnn, digits_ds, monkey
     assert [f.experimental_get_tracing_count() for f in forwards] == [1]
     assert len(phases) == 7  # three quantize stages, three fine-tunes above, a final phase
     assert [t for t in traces if t[0] == "train"] == [("train", 1)]
-    assert [t for t in traces if t[0] == "test"] == [("test", 0)], traces  # the full-precision evaluation
+    assert not [t for t in traces if t[0] == "test"], traces  # evaluations run the compiled forward
     # Frozen BatchNorms normalise with their moving statistics: a switch (a tf.cond) per BatchNorm in the
     # step. With batch statistics every step trains every BatchNorm: none.
     assert norm_conds[0] == 0 if normalization == "batch" else norm_conds[0] >= 3, norm_conds
@@ -373,3 +373,23 @@ def test_compiled_forward_accepts_inputs_of_unknown_rank(trained_cnn, digits):
         np.testing.assert_allclose(outputs[0].numpy(), trained_cnn(x).numpy(), rtol=1e-5, atol=1e-5)
         assert outputs[1].shape[0] == 8
 
+
+
+@pytest.mark.parametrize("labels", ["sparse", "one-hot", "weighted"])
+def test_evaluation_equals_keras_evaluate(trained_cnn, digits, labels):
+    """The engine's evaluation (compiled forward + the accuracy Keras chose) gives `Model.evaluate`'s accuracy
+    for class indices, one-hot labels and sample weights. The run's first evaluation is of the
+    full-precision model (quantizers off), so the report's full-precision accuracy is that figure."""
+    x, y = digits[2][:200], digits[3][:200]
+    target = y if labels != "one-hot" else np.eye(10, dtype="float32")[y]
+    parts = (x, target) if labels != "weighted" else (x, target, np.linspace(0.0, 2.0, len(y)).astype("float32"))
+    data = tf.data.Dataset.from_tensor_slices(parts).batch(64)
+    loss = (keras.losses.CategoricalCrossentropy if labels == "one-hot" else
+            keras.losses.SparseCategoricalCrossentropy)(from_logits=True)
+    model = keras.models.clone_model(trained_cnn)
+    model.set_weights(trained_cnn.get_weights())
+    model.compile(loss=loss, weighted_metrics=["accuracy"])
+    expected = model.evaluate(data, verbose=0, return_dict=True)["accuracy"]
+    config = bitat_tf.BinarizeConfig.paper(**CHEAP)
+    result = bitat_tf.binarize(model, data, validation_data=data, config=config, verbose=0)
+    assert result.report.fp_accuracy == pytest.approx(expected, abs=1e-6)
