@@ -13,6 +13,7 @@ labels only when they were measured in the same sitting (the file records when).
     python benchmarks/engine_speed.py --case steps --label steps_ungated --no-gating
     python benchmarks/engine_speed.py --case stages --label stages         # where a stage's overhead goes
     python benchmarks/engine_speed.py --case ste --label ste_xla --xla     # an STE step alone, under XLA
+    python benchmarks/engine_speed.py --case floor --label floor           # a step's backward cut at layer k
 
 The `steps` case measures what a step costs on the standard model (ReActNet-A twin, width 0.25, 128
 CIFAR-shaped images a batch, in memory so that no input pipeline is timed): BiTAT's quantize and
@@ -20,6 +21,13 @@ fine-tune-above steps over a whole progressive pass (31 stages, 8 + 8 steps each
 step, each the median of its phases' medians after warm-up, and their ratios. `--no-gating` computes every
 gradient (the engine without `bitat_tf.gating`), for a before/after in one sitting; `--xla` compiles the
 train and test steps with XLA (`jit_compile=True`).
+
+The `floor` case measures what a progressive step could cost at best on the standard model: a plain
+train step of the binarized model (all layers binary, plain Larq quantizers, no switches, no BiTAT terms,
+no teacher) whose tape differentiates only the layers from the k-th weight layer up, so that TensorFlow
+builds no backward pass below it (one trace per k; what a run-time switch cannot give), for k from the
+stem to the classifier, against the same step with every layer (k = 0, an end-to-end STE step) and a
+forward pass alone.
 
 The `stages` case splits a progressive run's time outside its optimizer steps into its parts on the same
 model and data (standard-mode capture and recalibration batches, 8 validation batches, 8 + 8 steps a
@@ -43,7 +51,7 @@ def main(argv=None):
     p.add_argument("--label", required=True)
     p.add_argument("--out", default=os.path.join(ROOT, "results", "engine_speed.json"))
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--case", choices=("mobilenet", "steps", "stages", "ste"), default="mobilenet")
+    p.add_argument("--case", choices=("mobilenet", "steps", "stages", "ste", "floor"), default="mobilenet")
     p.add_argument("--no-gating", action="store_true", help="compute every gradient (before/after of gating)")
     p.add_argument("--xla", action="store_true", help="compile the train and test steps with XLA (jit_compile)")
     p.add_argument("--recipe", choices=("paper", "default"), default="paper",
@@ -66,6 +74,8 @@ def main(argv=None):
         return _store(args, stage_costs(recipe=args.recipe))
     if args.case == "ste":
         return _store(args, ste_step())
+    if args.case == "floor":
+        return _store(args, backward_floor())
 
     import numpy as np
     import tensorflow as tf
@@ -166,6 +176,65 @@ def ste_step(steps=24):
              "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": _cpu(), **runinfo.provenance()}
     print(f"STE step {1000 * phase['seconds_per_step']:.0f} ms; first phase beyond its steps "
           f"{report.timing['first_phase_extra_seconds']:.1f} s")
+    return entry
+
+
+def backward_floor(steps=15, points=9):
+    """Median seconds of a train step whose tape differentiates only the weight layers from the k-th up."""
+    import statistics
+
+    import tensorflow as tf
+    import tf_keras as keras
+
+    import bitat_tf
+    from bitat_tf import runinfo
+
+    model, data = _standard_case()
+    binary = bitat_tf.binarize(model, data.repeat(), config=bitat_tf.EndToEndConfig(method="ste", steps=1),
+                               verbose=0).model
+    x, y = next(iter(data))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    layers = [layer for layer in binary.layers if layer.trainable_weights]
+    optimizer = keras.optimizers.legacy.Adam(1e-6)
+
+    def median_seconds(step):
+        step(x, y)
+        step(x, y)  # first calls: trace, graph optimisation
+        durations = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            step(x, y).numpy()
+            durations.append(time.perf_counter() - start)
+        return statistics.median(durations)
+
+    def train_step_from(k):
+        variables = [v for layer in layers[k:] for v in layer.trainable_weights]
+
+        @tf.function
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                value = loss(y, binary(x, training=True))
+            optimizer.apply_gradients(zip(tape.gradient(value, variables), variables))
+            return value
+
+        return step
+
+    starts = sorted({round(i * (len(layers) - 1) / (points - 1)) for i in range(points)})
+    rows = [{"from_layer": k, "name": layers[k].name, "seconds_per_step": median_seconds(train_step_from(k))}
+            for k in starts]
+    forward = median_seconds(tf.function(lambda x, y: tf.reduce_sum(binary(x, training=True))))
+    full = rows[0]["seconds_per_step"]
+    for row in rows:
+        row["vs_all_layers"] = row["seconds_per_step"] / full
+    mean = statistics.mean(r["vs_all_layers"] for r in rows)
+    entry = {"case": f"ReActNet-A twin width 0.25, batch 128 (random, in memory), binary (plain Larq), tape from "
+                     f"the k-th of {len(layers)} weight layers up; median of {steps} steps", "rows": rows,
+             "forward_seconds": forward, "mean_vs_all_layers": mean,
+             "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": _cpu(), **runinfo.provenance()}
+    for row in rows:
+        print(f"from {row['name']:>20s} ({row['from_layer']:2d}): {1000 * row['seconds_per_step']:.0f} ms "
+              f"({row['vs_all_layers']:.2f}x)")
+    print(f"forward alone {1000 * forward:.0f} ms; mean over k {mean:.2f}x of all layers")
     return entry
 
 

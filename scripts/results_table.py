@@ -113,8 +113,11 @@ def engine_table():
     rows = ["**Per-stage cost** (`results/engine_speed.json`, issue 13's MobileNet case: 13 layers, one step each; "
             "compare rows measured in the same sitting only):\n",
             "| engine | commit | measured | seconds | seconds a layer |", "|---|---|---|---|---|"]
-    steps, stages, alone = [], [], []
+    steps, stages, alone, floors = [], [], [], []
     for label, r in record.items():
+        if "forward_seconds" in r:
+            floors.append((label, r))
+            continue
         if "ste_seconds_per_step" in r:
             alone.append((label, r))
             continue
@@ -145,6 +148,18 @@ def engine_table():
         for label, r in alone:
             rows.append(f"| {label} | {'yes' if r.get('xla') else 'no'} | {r['measured_at']} | "
                         f"{1000 * r['ste_seconds_per_step']:.0f} ms | {r['timing']['first_phase_extra_seconds']:.0f} s |")
+    if floors:
+        rows += ["", "**The floor of a progressive step** (`results/engine_speed.json`, `python benchmarks/engine_speed.py "
+                 "--case floor`; the binarized standard model with plain Larq quantizers, no BiTAT terms, no teacher, "
+                 "batch 128; a train step whose tape differentiates only the weight layers from the named one up, one "
+                 "trace each; median seconds and the ratio to the step with every layer):\n",
+                 "| engine | measured | tape from layer: seconds a step (x all layers) | forward alone | mean over the "
+                 "starting layers |", "|---|---|---|---|---|"]
+        for label, r in floors:
+            cells = "; ".join(f"{row['name']}: {1000 * row['seconds_per_step']:.0f} ms ({row['vs_all_layers']:.2f}x)"
+                              for row in r["rows"])
+            rows.append(f"| {label} | {r['measured_at']} | {cells} | {1000 * r['forward_seconds']:.0f} ms | "
+                        f"{r['mean_vs_all_layers']:.2f}x |")
     if stages:
         parts = sorted({part for _, r in stages for part in r["overhead_parts"]},
                        key=lambda part: -max(r["overhead_parts"].get(part, {}).get("seconds") or 0 for _, r in stages))
