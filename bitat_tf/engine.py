@@ -257,7 +257,7 @@ class Engine:
         progress bar at every call.
         """
         self.settle()
-        structure, total, weight = self.working.outputs, 0.0, 0.0
+        structure, total, weight, batches = self.working.outputs, 0.0, 0.0, 0
         count = len(tf.nest.flatten(structure))
         for batch in self.eval_data:
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
@@ -268,9 +268,10 @@ class Engine:
                 tf.reshape(tf.cast(sample_weight, tf.float64), tf.shape(correct)), tf.shape(correct))
             total += float(tf.reduce_sum(correct * w))
             weight += float(tf.reduce_sum(w))
-        if not weight:
+            batches += 1
+        if not batches:
             raise DatasetError("the evaluation data yielded no batch; pass a non-empty validation_data.")
-        return total / weight
+        return total / weight if weight else 0.0  # all weights zero: 0, as Keras' weighted mean gives
 
     def stream(self, kind):
         """The run's iterator over the repeated training data: "train" for the train step (distributed
@@ -567,8 +568,8 @@ class _Truncation:
     """
 
     def __init__(self, model):
-        self.layers = list(model.layers)  # topological order
-        self.patched = [layer for layer in self.layers if _truncatable(layer)]
+        self.position = {id(layer): i for i, layer in enumerate(model.layers)}  # topological order
+        self.patched = [layer for layer in model.layers if _truncatable(layer)]
         self.computes = tf.Variable([True] * len(self.patched), trainable=False, name="computes")
         self._active = False
         for i, layer in enumerate(self.patched):
@@ -584,8 +585,8 @@ class _Truncation:
 
     def compute_below(self, layers):
         """Switch off every layer from the highest of `layers` up."""
-        stop = max(self.layers.index(layer) for layer in layers)
-        self.computes.assign([self.layers.index(layer) < stop for layer in self.patched])
+        stop = max(self.position[id(layer)] for layer in layers)
+        self.computes.assign([self.position[id(layer)] < stop for layer in self.patched])
 
     def compute_all(self):
         self.computes.assign([True] * len(self.patched))

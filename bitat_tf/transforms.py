@@ -195,8 +195,9 @@ class RunPenalty(keras.layers.Layer):
 
     A traced train step reads the current layer's kernel through one small `tf.cond` per layer on `index`
     (the others add zeros) and the block's transform from zero-padded variables, so stages change variable
-    values and never shapes: the step is traced once for the whole run. Layout of the n = r_max + k_max transform indices: the
-    frozen members' rows of the block first (at most r_max), the current layer's groups from r_max on;
+    values and never shapes: the step is traced once for the whole run. Layout of the n = r_max + k_max
+    transform indices: the frozen members' rows of the block first (at most r_max), the current layer's
+    groups from r_max on;
     `valid` masks the unused indices out of every term. `load` fills the buffers for a stage from a
     `BlockState` and `write_back` returns the trained s and V to it.
     """

@@ -15,9 +15,10 @@ CHEAP = dict(steps_per_layer=3, finetune_steps=2, max_groups=4, capture_rows=256
 @pytest.mark.parametrize("normalization", ["recalibrated", "batch"])
 def test_no_stage_after_the_first_traces_anything(trained_cnn, digits_ds, monkeypatch, normalization):
     """The train step is traced once, in the first stage, however many stages follow; so is the forward
-    pass of evaluations, captures and recalibration, and Keras' test step never is. (Keras creates its metric variables inside the first
-    trace, which makes TensorFlow trace again; the engine builds them before.) The step switches
-    BatchNorms between batch and moving statistics only where a phase can freeze them."""
+    pass of evaluations, captures and recalibration, and Keras' test step never is. (Keras creates its
+    metric variables inside the first trace, which makes TensorFlow trace again; the engine builds them
+    before.) The step switches BatchNorms between batch and moving statistics only where a phase can
+    freeze them."""
     from bitat_tf import engine
 
     phases, traces, norm_conds = [], [], []
