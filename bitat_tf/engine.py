@@ -6,8 +6,10 @@ variable the traced functions read at run time:
 - each BatchNorm's training mode (a frozen BatchNorm normalises with its moving statistics) and its
   momentum, so that recalibration (momentum i / (i + 1) at batch i) is one compiled forward pass;
 - which variables an optimizer step changes (`BitatTrainer.set_trainable`) and, from the same mask,
-  which convolutions compute input and kernel gradients at all (`gating`); the BiTAT term weights, the
-  current layer of the penalty, the learning rate and the length of its cosine schedule.
+  which convolutions compute input and kernel gradients at all (`gating`) and, in a progressive run,
+  which segments of the backward pass run at all (`segments`: none below the frozen frontier); the BiTAT
+  term weights, the current layer of the penalty, the learning rate and the length of its cosine
+  schedule.
 So the train step, evaluation and recalibration are each traced once per run, however many stages it
 has. `session()` attaches all of this and restores plain Python state when the run ends or fails: the
 returned model saves and exports as if none of it had happened.
@@ -27,7 +29,7 @@ import time
 
 import numpy as np
 
-from bitat_tf import capture, gating, graph
+from bitat_tf import capture, gating, graph, segments
 from bitat_tf._compat import keras, tf
 from bitat_tf.errors import ConfigError, DatasetError, TrainingError
 from bitat_tf.inputs import resolve_loss
@@ -76,7 +78,7 @@ class Engine:
         self.teacher = frozen_copy(model) if config.distill_weight > 0 else None
         self.working = graph.to_larq(model, plan, quantizers=quantizers)
         self.history, self.timing = {}, []
-        self._trainer, self._steps_train_every_norm = None, False
+        self._trainer, self._steps_train_every_norm, self._segments = None, False, None
         # The run reads its training data as one stream: phases, captures and recalibrations continue where
         # the last one stopped, so a shuffle buffer fills once per epoch, not once per phase. The counts
         # go into checkpoints; a resumed run skips as many batches and reads the same stream on.
@@ -108,8 +110,11 @@ class Engine:
 
     # ---- the compiled pieces -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def session(self, penalty=None, *, steps_train_every_norm=False):
+    def session(self, penalty=None, *, steps_train_every_norm=False, segmented=False):
         """Attach the run's switches and compile its trainer; on exit, plain Python state again.
+
+        `segmented`: the train step's backward pass runs in segments, each skipped while nothing at or
+        below it trains (`segments`), for runs whose phases freeze a prefix of the model.
 
         `steps_train_every_norm`: the run's every train step normalises every BatchNorm with its batch's
         statistics (the baselines, BiTAT with `pass_normalization="batch"`). The train step then reads no
@@ -117,15 +122,18 @@ class Engine:
         backward and rebuilt, were ~4,400 of the standard step's graph nodes); captures and recalibration
         still read the switches. `fit` refuses a phase that would need one.
         """
-        controls = _Controls(self.working, steps_train_every_norm=steps_train_every_norm)
+        controls = _Controls(self.working, steps_train_every_norm=steps_train_every_norm,
+                             segment_below=[self.working.get_layer(n) for n in self.plan.binarized] if segmented
+                             else ())
         self._steps_train_every_norm = steps_train_every_norm
         options = _without_constant_folding()
         try:
             for layer in self.working.layers:
                 layer.trainable = True  # one fixed list of variables; stages choose with masks
-            self._norms, self._gates = controls.norms, controls.gates
+            self._norms, self._gates, self._segments = controls.norms, controls.gates, controls.segments
             self._trainer = BitatTrainer(self.working, penalty=penalty, teacher=self.teacher,
-                                         distill_weight=self.config.distill_weight, from_logits=self.from_logits)
+                                         distill_weight=self.config.distill_weight, from_logits=self.from_logits,
+                                         segments=self._segments)
             self._schedule = StageCosine()
             self._trainer.compile(optimizer=_adam(self._schedule), loss=self.loss, metrics=["accuracy"])
             # Create Adam's slots now: a variable created inside the first trace makes TensorFlow trace
@@ -187,6 +195,8 @@ class Engine:
         chosen = [v for layer in layers for v in layer.trainable_weights if _ref(v) not in excluded]
         trainer.set_trainable(chosen + list(extra))
         self._gates.set({_ref(v) for v in chosen})  # gradients only where these variables need them
+        if self._segments is not None:
+            self._segments.set({_ref(v) for v in chosen})  # no backward pass below them
         trainer.set_term_weights(weights or {})
         training_norms = set(self._norms) if self.batch_statistics else set(layers) & set(self._norms)
         if self._steps_train_every_norm and training_norms != set(self._norms):
@@ -517,7 +527,7 @@ def _distribute(dataset):
 class _Controls:
     """Attaches the run's variables to the working model's layers and takes them off again."""
 
-    def __init__(self, model, *, steps_train_every_norm=False):
+    def __init__(self, model, *, steps_train_every_norm=False, segment_below=()):
         self.switchable, self.padded, self.norms = [], [], []
         for layer in model.layers:
             input_quantizer = getattr(layer, "input_quantizer", None)
@@ -541,8 +551,11 @@ class _Controls:
                 self.norms.append(layer)
         self.gates = gating.Gates(model)
         self.truncation = _Truncation(model)
+        self.segments = segments.Segments.of(model, segment_below) if segment_below else None  # after it
 
     def detach(self):
+        if self.segments is not None:
+            self.segments.detach()  # before the truncation: it restores the truncation's patch
         self.gates.detach()
         self.truncation.detach()
         for quantizer in self.switchable:

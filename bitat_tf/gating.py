@@ -10,7 +10,9 @@ from the trainable mask at the start of every phase. A switched-off branch retur
 exactly the gradients the mask would have discarded, so training is unchanged and the step is cheaper.
 
 The convolutions are the bulk of a step's arithmetic; the elementwise backward ops of BatchNorms and
-quantizers below a frozen layer still run (on zeros).
+quantizers below a frozen layer would still run (on zeros): in a progressive run `segments` skips the
+backward pass below the frozen frontier altogether, and the kernel-gradient switch still saves the
+kernel gradients of the layers above the one being quantized.
 """
 
 from bitat_tf._compat import keras, tf

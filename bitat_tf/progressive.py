@@ -169,7 +169,8 @@ class _Run(Engine):
     def execute(self, checkpointer):
         start, order = time.time(), self.order
         tf.keras.utils.set_random_seed(self.config.seed)  # once: reseeding TensorFlow clears its kernel cache
-        with self.session(self.penalty, steps_train_every_norm=self.config.pass_normalization == "batch"):
+        with self.session(self.penalty, steps_train_every_norm=self.config.pass_normalization == "batch",
+                          segmented=True):
             fp_accuracy = self.evaluate()
             self.say(f"bitat_tf: {len(order)} of {len(self.plan.layers)} weight layers to binarize in "
                      f"{len(self.plan.blocks)} blocks; full-precision accuracy ({self.split}) {fp_accuracy:.4f}")

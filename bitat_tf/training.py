@@ -25,6 +25,8 @@ class BitatTrainer(keras.Model):
             `(1 - distill_weight) * task + distill_weight * KL(teacher || student)`.
         distill_weight: in [0, 1]; 0 leaves the task loss alone.
         from_logits: whether the models output logits (else probabilities), for the distillation term.
+        segments: a `segments.Segments` of `model`: the backward pass runs segment by segment and skips
+            the segments below every variable that trains (`Segments.set`); the same gradients.
 
     `set_trainable(variables)` chooses which of the trainable variables an optimizer step changes; the
     others get a zero gradient (with a freshly reset Adam, a variable that only ever sees zero gradients
@@ -32,9 +34,10 @@ class BitatTrainer(keras.Model):
     """
 
     def __init__(self, model, *, penalty=None, weights=None, teacher=None, distill_weight=0.0,
-                 from_logits=True, **kwargs):
+                 from_logits=True, segments=None, **kwargs):
         super().__init__(**kwargs)
         self.inner = model
+        object.__setattr__(self, "segments", segments)  # read, not owned: not tracked
         self.penalty = penalty
         self.teacher = teacher if distill_weight > 0 else None
         self.distill_weight, self.from_logits = float(distill_weight), from_logits
@@ -72,7 +75,7 @@ class BitatTrainer(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() if self.segments is None else self.segments.recording() as tape:
             y_pred = self(x, training=True)
             task = self.compiled_loss(y, y_pred, sample_weight, regularization_losses=self.losses)
             total, values = task, []
