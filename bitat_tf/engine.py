@@ -52,12 +52,14 @@ class BinarizeResult:
 
 @dataclasses.dataclass
 class PhaseTiming:
-    """One training phase: optimizer steps, the median seconds a step, and the phase's wall time."""
+    """One training phase: optimizer steps, the median seconds a step, the phase's wall time and the time
+    its steps took (the warm-up steps counted at the median: their first-call cost is not a step's)."""
 
     phase: str
     steps: int
     seconds_per_step: float
     seconds: float
+    step_seconds: float = None
 
     @property
     def training_seconds(self):
@@ -233,7 +235,9 @@ class Engine:
             chunk_start = time.perf_counter()
             trainer.reset_metrics()
         timed = durations[min(_WARMUP_STEPS, len(durations) - 1):]
-        self.timing.append(PhaseTiming(label, steps, statistics.median(timed), time.perf_counter() - start))
+        median = statistics.median(timed)
+        self.timing.append(PhaseTiming(label, steps, median, time.perf_counter() - start,
+                                       sum(timed) + (len(durations) - len(timed)) * median))
         if window:
             self._assign_momenta(self._momenta)
         if self.batch_statistics:
@@ -428,7 +432,11 @@ class Engine:
 def timing_summary(timing, wall_seconds):
     """Per phase kind (a stage's "quantize" or "fine-tune above", else the phase's label): steps, median
     seconds a step, seconds; the overhead, wall time minus steps x seconds a step over all phases; and the
-    part of it spent in the first phase beyond its steps (tracing the train step, once a run)."""
+    part of it spent in the first phase beyond its steps (tracing the train step, once a run).
+
+    `outside_steps_seconds` is wall time minus the time the steps took (the warm-up steps at the median):
+    the overhead less the steps slower than the median, which on a shared host come in periods of
+    hundreds of steps (a busy neighbour), not from the engine."""
     phases = {}
     for t in timing:
         kind = next((k for k in _STAGE_PHASES if t.phase.endswith(" " + k)), t.phase)
@@ -442,8 +450,10 @@ def timing_summary(timing, wall_seconds):
     # The first phase's time beyond its steps is mostly the one trace and graph optimisation of the train
     # step, paid once a run; part of the overhead.
     first = timing[0].seconds - timing[0].training_seconds if timing else 0.0
+    in_steps = sum(t.step_seconds if t.step_seconds is not None else t.training_seconds for t in timing)
     return {"phases": phases, "training_seconds": trained, "wall_seconds": wall_seconds,
-            "overhead_seconds": wall_seconds - trained, "first_phase_extra_seconds": first}
+            "overhead_seconds": wall_seconds - trained, "first_phase_extra_seconds": first,
+            "outside_steps_seconds": wall_seconds - in_steps}
 
 
 def _adam(schedule):

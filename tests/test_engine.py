@@ -142,6 +142,8 @@ def test_timing_fields_exist_and_add_up(trained_cnn, digits_ds):
     assert 0 < timing["overhead_seconds"] < timing["wall_seconds"]
     # the first phase traces the train step: its time beyond its steps is part of the overhead
     assert 0 < timing["first_phase_extra_seconds"] <= timing["overhead_seconds"]
+    # outside the steps: the overhead less the steps slower than their phase's median
+    assert timing["first_phase_extra_seconds"] - 0.05 < timing["outside_steps_seconds"] < timing["wall_seconds"]
 
 
 def test_the_returned_model_carries_no_run_state(trained_cnn, digits_ds):
