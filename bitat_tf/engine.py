@@ -34,7 +34,7 @@ from bitat_tf._compat import keras, tf
 from bitat_tf.errors import ConfigError, DatasetError, TrainingError
 from bitat_tf.inputs import resolve_loss
 from bitat_tf.quantizers import ThresholdSign
-from bitat_tf.training import BitatTrainer, StageCosine
+from bitat_tf.training import BitatTrainer, StageCosine, variable_ref
 
 _STAGE_PHASES = ("quantize", "fine-tune above")  # "<layer> quantize", "<layer> fine-tune above"
 _WARMUP_STEPS = 2  # steps left out of the seconds-per-step median (first-call costs)
@@ -59,7 +59,7 @@ class PhaseTiming:
     steps: int
     seconds_per_step: float
     seconds: float
-    step_seconds: float = None
+    step_seconds: float
 
     @property
     def training_seconds(self):
@@ -193,12 +193,13 @@ class Engine:
                 self._recalibrate_after_phase(recalibrate_after, 0, defer_recalibration)
             return {}
         start, trainer = time.perf_counter(), self._trainer
-        excluded = {_ref(v) for v in exclude}
-        chosen = [v for layer in layers for v in layer.trainable_weights if _ref(v) not in excluded]
+        excluded = {variable_ref(v) for v in exclude}
+        chosen = [v for layer in layers for v in layer.trainable_weights if variable_ref(v) not in excluded]
         trainer.set_trainable(chosen + list(extra))
-        self._gates.set({_ref(v) for v in chosen})  # gradients only where these variables need them
+        trains = {variable_ref(v) for v in chosen}
+        self._gates.set(trains)  # gradients only where these variables need them
         if self._segments is not None:
-            self._segments.set({_ref(v) for v in chosen})  # no backward pass below them
+            self._segments.set(trains)  # no backward pass below them
         trainer.set_term_weights(weights or {})
         training_norms = set(self._norms) if self.batch_statistics else set(layers) & set(self._norms)
         if self._steps_train_every_norm and training_norms != set(self._norms):
@@ -450,7 +451,7 @@ def timing_summary(timing, wall_seconds):
     # The first phase's time beyond its steps is mostly the one trace and graph optimisation of the train
     # step, paid once a run; part of the overhead.
     first = timing[0].seconds - timing[0].training_seconds if timing else 0.0
-    in_steps = sum(t.step_seconds if t.step_seconds is not None else t.training_seconds for t in timing)
+    in_steps = sum(t.step_seconds for t in timing)
     return {"phases": phases, "training_seconds": trained, "wall_seconds": wall_seconds,
             "overhead_seconds": wall_seconds - trained, "first_phase_extra_seconds": first,
             "outside_steps_seconds": wall_seconds - in_steps}
@@ -509,10 +510,6 @@ def frozen_copy(model):
 def clock(seconds):
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def _ref(variable):
-    return getattr(variable, "latent_variable", variable).ref()
 
 
 def _release(iterators):

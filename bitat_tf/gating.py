@@ -16,6 +16,7 @@ kernel gradients of the layers above the one being quantized.
 """
 
 from bitat_tf._compat import keras, tf
+from bitat_tf.training import variable_ref
 
 L = keras.layers
 
@@ -56,11 +57,11 @@ class Gates:
         """
         below = False
         for layer in self.layers:
-            own = {_ref(v) for v in layer.trainable_weights}
+            own = {variable_ref(v) for v in layer.trainable_weights}
             gate = self.gates.get(id(layer))
             if gate is not None:
-                kernel_side = {_ref(layer.kernel)} | {_ref(v) for v in _quantizer_weights(layer)}
-                bias = {_ref(layer.bias)} if getattr(layer, "bias", None) is not None else set()
+                kernel_side = {variable_ref(layer.kernel)} | {variable_ref(v) for v in _quantizer_weights(layer)}
+                bias = {variable_ref(layer.bias)} if getattr(layer, "bias", None) is not None else set()
                 gate.need_dw.assign(bool(kernel_side & trains))
                 gate.need_dx.assign(below or bool((own - kernel_side - bias) & trains))
             below = below or bool(own & trains)
@@ -98,10 +99,6 @@ def _gated_convolution(layer, need_dx, need_dw):
 def _quantizer_weights(layer):
     quantizer = getattr(layer, "kernel_quantizer", None)
     return list(getattr(quantizer, "trainable_weights", []) or [])
-
-
-def _ref(variable):
-    return getattr(variable, "latent_variable", variable).ref()
 
 
 __all__ = ["Gate", "Gates", "gateable"]

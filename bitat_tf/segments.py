@@ -25,6 +25,7 @@ asked for: for the penalty's 31 conds that doubled the Python tracing of the sta
 import contextlib
 
 from bitat_tf._compat import keras, tf
+from bitat_tf.training import variable_ref
 
 
 class Segments:
@@ -43,7 +44,7 @@ class Segments:
         for layer in model.layers:
             j = sum(position[id(layer)] > b for b in bounds)
             for variable in layer.trainable_weights:
-                self.owner[_ref(variable)] = j
+                self.owner[variable_ref(variable)] = j
         self.runs = tf.Variable([True] * len(self.cuts), trainable=False, name="segment_backward_runs")
         self._recording = None
         self._calls = [layer.__dict__.get("call") for layer in self.cuts]  # an earlier patch, if any
@@ -51,9 +52,8 @@ class Segments:
             object.__setattr__(layer, "call", self._wrap(layer.call, i))
 
     @classmethod
-    def of(cls, model, anchors, *, most=None):
-        """The cut below each anchor's block or, with `most`, that many of them spread evenly (the
-        lowest always kept: the stem's wide activations are the costliest to differentiate)."""
+    def of(cls, model, anchors):
+        """The cut below each anchor's block."""
         cuts = cut_layers(model)
         position = {id(layer): i for i, layer in enumerate(model.layers)}
         chosen = []
@@ -62,8 +62,6 @@ class Segments:
             if below and below[-1] not in chosen:
                 chosen.append(below[-1])
         chosen.sort(key=lambda c: position[id(c)])
-        if most is not None and len(chosen) > most:
-            chosen = [chosen[i * len(chosen) // most] for i in range(most)]
         return cls(model, chosen) if chosen else None
 
     def detach(self):
@@ -148,8 +146,8 @@ class _Recording:
         self.losses.append(self._new_losses())
         self.tapes[-1].__exit__(None, None, None)
         self.outs.append(out)
-        below = [loss for losses in self.losses for loss in losses]
-        self._start(watch=[out] + below)  # the top tape also watches every loss recorded below
+        top = i == len(self.segments.cuts) - 1  # the top tape also watches every loss recorded below
+        self._start(watch=[out] + ([loss for losses in self.losses for loss in losses] if top else []))
 
     def gradient(self, total, variables):
         """Gradients of `total` for `variables` (None where not connected), as one tape's would be."""
@@ -219,10 +217,6 @@ _CONTROL_FLOW = {"If", "StatelessIf", "While", "StatelessWhile", "Case", "Statel
 
 def _add(a, b):
     return a if b is None else (b if a is None else a + b)
-
-
-def _ref(variable):
-    return getattr(variable, "latent_variable", variable).ref()
 
 
 __all__ = ["Segments", "cut_layers"]

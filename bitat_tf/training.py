@@ -66,10 +66,10 @@ class BitatTrainer(keras.Model):
 
     def set_trainable(self, variables):
         """Train exactly `variables` (of this trainer's trainable variables) from the next step on."""
-        chosen = {_latent(v).ref() for v in variables}
+        chosen = {variable_ref(v) for v in variables}
         if not self._masks:
             for v in self.trainable_variables:
-                self._masks[_latent(v).ref()] = tf.Variable(True, trainable=False, name="trains")
+                self._masks[variable_ref(v)] = tf.Variable(True, trainable=False, name="trains")
         for ref, mask in self._masks.items():
             mask.assign(ref in chosen)
 
@@ -95,7 +95,7 @@ class BitatTrainer(keras.Model):
         for grad, variable in zip(tape.gradient(total, variables), variables):
             if grad is None:  # not connected to the loss (e.g. the quantizers of a kept layer)
                 continue
-            mask = self._masks.get(_latent(variable).ref())
+            mask = self._masks.get(variable_ref(variable))
             if mask is not None:
                 grad = tf.where(mask, tf.convert_to_tensor(grad), tf.zeros_like(grad))
             pairs.append((grad, variable))
@@ -121,6 +121,11 @@ def _latent(variable):
     return getattr(variable, "latent_variable", variable)
 
 
+def variable_ref(variable):
+    """A hashable key of a variable, the same for a Larq `QuantizedVariable` and its latent variable."""
+    return _latent(variable).ref()
+
+
 class StageCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Cosine decay to zero over one stage, `base * (1 + cos(pi * min(step / steps, 1))) / 2`.
 
@@ -140,4 +145,4 @@ class StageCosine(keras.optimizers.schedules.LearningRateSchedule):
         return {}
 
 
-__all__ = ["BitatTrainer", "StageCosine", "TERMS"]
+__all__ = ["BitatTrainer", "StageCosine", "TERMS", "variable_ref"]
