@@ -7,6 +7,7 @@ buffers, the quantizer switches), so the engine traces the step once per run.
 """
 
 from bitat_tf._compat import keras, tf
+from bitat_tf.quantizers import select
 
 TERMS = ("quant", "l1", "reg")
 
@@ -97,7 +98,7 @@ class BitatTrainer(keras.Model):
                 continue
             mask = self._masks.get(variable_ref(variable))
             if mask is not None:
-                grad = tf.where(mask, tf.convert_to_tensor(grad), tf.zeros_like(grad))
+                grad = select(mask, tf.convert_to_tensor(grad), tf.zeros_like(grad))
             pairs.append((grad, variable))
         self.optimizer.apply_gradients(pairs)
         self.compiled_metrics.update_state(y, y_pred, sample_weight)

@@ -106,3 +106,58 @@ def test_model_with_quantizers_saves_and_loads(tmp_path):
 def _saved(model, path):
     model.save(path)
     return path
+
+
+def test_threshold_sign_gradients_equal_larqs_approx_sign_bit_for_bit():
+    from bitat_tf.quantizers import threshold_sign
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 5, 5, 6)).astype("float32")
+    x[0, 0, 0] = [1.5, -0.5, 0.5, 2.0, 0.0, -1.0]  # |x - beta| exactly 1 and 0 among them
+    beta = np.array([0.5, 0.5, -0.5, 1.0, 0.0, 0.0], "float32")
+    dy = tf.constant(rng.normal(size=x.shape).astype("float32"))
+    grads = []
+    for f in (threshold_sign, lambda x, b: larq.quantizers.approx_sign(x - b)):
+        xv, bv = tf.constant(x), tf.constant(beta)
+        with tf.GradientTape() as tape:
+            tape.watch([xv, bv])
+            y = f(xv, bv)
+        grads.append([y.numpy(), *(g.numpy() for g in tape.gradient(y, [xv, bv], output_gradients=dy))])
+    for ours, larqs in zip(*grads):
+        np.testing.assert_array_equal(ours, larqs)
+
+
+@pytest.mark.parametrize("quantizer", [ScaledSign, ThresholdSign])
+def test_a_switched_quantizer_follows_its_switch_in_one_trace(quantizer):
+    """With a switch attached, one traced function gives the quantizer's values and gradients when on and
+    the identity's when off."""
+    rng = np.random.default_rng(1)
+    x = tf.Variable(rng.normal(size=(3, 4)).astype("float32") * 0.8)
+    dy = tf.constant(rng.normal(size=(3, 4)).astype("float32"))
+    q = quantizer()
+    q.build(x.shape)
+    weight = q.trainable_weights[0]
+    weight.assign(rng.uniform(0.2, 0.5, size=weight.shape).astype("float32"))
+
+    def values_and_gradients():
+        with tf.GradientTape() as tape:
+            y = q(x)
+        return [y, *tape.gradient(y, [x, weight], output_gradients=dy)]
+
+    expected_on = [t.numpy() for t in values_and_gradients()]
+    q.attach_switch()
+    traces = []
+
+    @tf.function
+    def switched():
+        traces.append(1)
+        return values_and_gradients()
+
+    for active in (True, False, True):
+        q.active = active
+        got = [t.numpy() for t in switched()]
+        expected = expected_on if active else [x.numpy(), dy.numpy(), np.zeros(weight.shape, "float32")]
+        for g, e in zip(got, expected):
+            np.testing.assert_array_equal(g, e)
+    assert len(traces) == 1
+    q.detach_switch()
