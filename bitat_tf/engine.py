@@ -35,6 +35,8 @@ from bitat_tf.errors import ConfigError, DatasetError, TrainingError
 from bitat_tf.inputs import resolve_loss
 from bitat_tf.quantizers import ThresholdSign
 from bitat_tf.training import BitatTrainer, StageCosine, variable_ref
+from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2  # after _compat
+from tensorflow.python.eager import context
 
 _STAGE_PHASES = ("quantize", "fine-tune above")  # "<layer> quantize", "<layer> fine-tune above"
 _WARMUP_STEPS = 2  # steps left out of the seconds-per-step median (first-call costs)
@@ -128,7 +130,7 @@ class Engine:
                              segment_below=[self.working.get_layer(n) for n in self.plan.binarized] if segmented
                              else ())
         self._steps_train_every_norm = steps_train_every_norm
-        options = _without_constant_folding()
+        restore_graph_options = _graph_options()
         try:
             for layer in self.working.layers:
                 layer.trainable = True  # one fixed list of variables; stages choose with masks
@@ -159,7 +161,7 @@ class Engine:
             self._zero_optimizer = tf.function(lambda: [v.assign(tf.zeros_like(v)) for v in optimizer_variables])
             yield
         finally:
-            tf.config.optimizer.set_experimental_options(options)
+            restore_graph_options()
             controls.detach()
             self._trainer = self._forward = None
             streams, self._streams = self._streams, {}
@@ -468,20 +470,33 @@ def _adam(schedule):
     return keras.optimizers.legacy.Adam(schedule)
 
 
-def _without_constant_folding():
-    """Switch Grappler's constant folding off for the functions the run instantiates; returns what
-    restores the previous setting.
+def _graph_options():
+    """Grappler settings for the functions the run instantiates; returns what restores the previous ones.
 
-    On the standard model's train step (8,660 nodes, default recipe) it took 1.7 s of the first call
-    (10.9 / 9.8 s without it against 12.2 / 11.9 s with it, alternating runs in one sitting) and did not
-    make a step faster (median 169.6 / 169.4 ms against 171.6 / 174.0 ms). Switching all of Grappler off
-    saves more but makes steps ~3.5% slower (README). The options are process-wide: the run sets them on
-    entry and back on exit; a function instantiated before keeps its graph, and is instantiated again only
-    if called while they differ.
+    - Constant folding off (process-wide, `tf.config.optimizer`): on the standard model's train step
+      (8,660 nodes, default recipe) it took 1.7 s of the first call (10.9 / 9.8 s without it against 12.2 /
+      11.9 s with it, alternating runs in one sitting) and did not make a step faster (median 169.6 / 169.4
+      ms against 171.6 / 174.0 ms).
+    - One round of the meta-optimizer instead of two (this thread's function-call options; `tf.config`
+      has no switch for it): the second round of the train step changed no node (the optimized graphs were
+      the same op for op) and took ~1.1 s of its 3.4 s of Grappler; the first call took 10.4 s against
+      11.8 s (mean of 4 probes; `runs/s24/probe_opts.py`, one sitting).
+    Switching all of Grappler off saves more but makes steps ~3.5% slower (README). A function
+    instantiated before keeps its graph, and is instantiated again only if called while the options differ.
     """
-    before = tf.config.optimizer.get_experimental_options().get("constant_folding", True)
-    tf.config.optimizer.set_experimental_options({"constant_folding": False})
-    return {"constant_folding": before}
+    ctx = context.context()
+    before, call_options = tf.config.optimizer.get_experimental_options(), ctx.function_call_options
+    tf.config.optimizer.set_experimental_options({"constant_folding": False})  # resets the call options
+    proto = config_pb2.ConfigProto()
+    proto.ParseFromString(ctx.function_call_options.config_proto_serialized)
+    proto.graph_options.rewrite_options.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.ONE
+    ctx.function_call_options = context.FunctionCallOptions(config_proto=proto)
+
+    def restore():
+        tf.config.optimizer.set_experimental_options({"constant_folding": before.get("constant_folding", True)})
+        ctx.function_call_options = call_options
+
+    return restore
 
 
 def seed_host(seed):

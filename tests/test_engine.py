@@ -406,3 +406,24 @@ def test_evaluation_equals_keras_evaluate(trained_cnn, digits, labels):
     config = bitat_tf.BinarizeConfig.paper(**CHEAP)
     result = bitat_tf.binarize(model, data, validation_data=data, config=config, verbose=0)
     assert result.report.fp_accuracy == pytest.approx(expected, abs=1e-6)
+
+
+def test_graph_options_hold_inside_a_run_only():
+    from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
+    from tensorflow.python.eager import context
+
+    from bitat_tf import engine
+
+    def current():
+        proto = config_pb2.ConfigProto()
+        proto.ParseFromString(context.context().function_call_options.config_proto_serialized)
+        return (proto.graph_options.rewrite_options.meta_optimizer_iterations,
+                tf.config.optimizer.get_experimental_options().get("constant_folding", True))
+
+    before = current()
+    restore = engine._graph_options()
+    try:
+        assert current() == (rewriter_config_pb2.RewriterConfig.ONE, False)
+    finally:
+        restore()
+    assert current() == before
