@@ -77,6 +77,21 @@ def capture_many(layers, inputs, *, memory_mb, seed):
     return [Capture(np.concatenate(pool), seen) for pool in kept]
 
 
+def rows_per_image(layer):
+    """Rows of X one image gives `layer`: its output positions (times the channels for a depthwise
+    convolution; one per input vector for Dense). 1 when a size is unknown."""
+    try:
+        shape = layer.output_shape if isinstance(layer, L.Conv2D) else layer.input_shape
+    except (AttributeError, RuntimeError):  # called more than once: no single shape
+        return 1
+    sizes = shape[1:3] if isinstance(layer, L.Conv2D) else shape[1:-1]
+    if isinstance(layer, L.DepthwiseConv2D):
+        sizes = [*sizes, layer.input_shape[-1]]
+    if any(d is None for d in sizes):
+        return 1
+    return max(1, int(np.prod(sizes)))
+
+
 def binarized_inputs(layer, raw):
     """What the layer multiplies: its input quantizer applied to `raw` (identity when inactive)."""
     return layer.input_quantizer(tf.constant(raw)).numpy() if layer.input_quantizer else raw
@@ -143,4 +158,4 @@ def init_threshold(layer, capture, method):
 
 
 __all__ = ["Capture", "capture_inputs", "capture_many", "binarized_inputs", "patch_matrix", "kernel_matrix",
-           "init_threshold", "layer_input_model"]
+           "init_threshold", "layer_input_model", "rows_per_image"]

@@ -96,7 +96,8 @@ class BinarizeConfig:
         keep_full_precision / force_binarize: layer names or layer class names that override the policy.
         threshold_init: how the input threshold beta starts: "mean", "median" or "zero" (plain sign).
         capture_rows: rows of the patch matrix X sampled per layer.
-        capture_batches: dataset batches read to capture X.
+        capture_batches: at most this many dataset batches are read to capture X; fewer when fewer
+            images give `capture_rows` rows (at least one batch).
         capture_memory_mb: bound on the feature maps held while capturing, and on those of one forward
             pass of capture or BatchNorm recalibration (which reads as many batches at once as it allows).
         kmeans_rows: rows of X used by k-means (clustering cost is linear in it).

@@ -307,9 +307,10 @@ class Engine:
             self.batches_drawn["plain"] += 1
             yield batch
 
-    def passes(self, count):
-        """The inputs of the next `count` plain batches, concatenated into as few forward passes as
-        `capture_memory_mb` allows; yields `(inputs, batches in them)`.
+    def passes(self, count, images=None):
+        """The inputs of the next `count` plain batches (or fewer: as many as hold `images` images, at
+        least one), concatenated into as few forward passes as `capture_memory_mb` allows; yields
+        `(inputs, batches in them)`.
 
         A pass holds every binarized layer's input at once (the compiled forward returns them all), so
         that is what the bound counts. One pass of many images costs less than many of a few: on
@@ -317,7 +318,7 @@ class Engine:
         in each of its batches)`.
         """
         limit = max(1, int(self.config.capture_memory_mb * 2**20 // self._pass_bytes_per_image))
-        pending, sizes = [], []
+        pending, sizes, read = [], [], 0
         for x, *_ in self.take(count):
             n = int(tf.shape(tf.nest.flatten(x)[0])[0])
             if pending and sum(sizes) + n > limit:
@@ -325,12 +326,19 @@ class Engine:
                 pending, sizes = [], []
             pending.append(x)
             sizes.append(n)
+            read += n
+            if images is not None and read >= images:
+                break
         if pending:
             yield _concatenate(pending), sizes
 
     def capture(self, layers):
-        """Captured inputs of binarizable `layers` (a list, or one layer) in `capture_batches` batches; a list
-        of `capture.Capture`, or one.
+        """Captured inputs of binarizable `layers` (a list, or one layer); a list of `capture.Capture`, or one.
+
+        A capture reads at most `capture_batches` batches, and only as many whole batches as give every
+        layer `capture_rows` rows of X (`capture_images`): on the standard model (standard mode: 4 batches
+        of 128) one batch for a layer at 8 x 8 positions or more and two at 4 x 4, where the top layers'
+        captures are nearly whole forward passes.
 
         With a recalibration pending (`settle`) whose passes read at least `capture_batches` batches, the
         inputs come from the first `capture_batches` of them: those passes compute every binarized layer's
@@ -353,12 +361,21 @@ class Engine:
             self._truncation.compute_below(layers)  # the layers at and above the last one are skipped
             try:
                 inputs = ([values[i] for i in picks] for values in
-                          (self._forward(x, training) for x, _ in self.passes(self.config.capture_batches)))
+                          (self._forward(x, training) for x, _ in
+                           self.passes(self.config.capture_batches, self.capture_images(layers))))
                 captured = capture.capture_many(layers, inputs, memory_mb=self.config.capture_memory_mb,
                                                 seed=self.config.seed)
             finally:
                 self._truncation.compute_all()
         return captured[0] if single else captured
+
+    def capture_images(self, layers):
+        """Images that give each of `layers` at least `capture_rows` rows of X (None: configs without
+        capture_rows, the baselines', read all their capture batches)."""
+        rows = getattr(self.config, "capture_rows", None)
+        if rows is None:
+            return None
+        return max(-(-rows // capture.rows_per_image(layer)) for layer in layers)
 
     def _input_picks(self, layers):
         """Where the compiled forward returns the inputs of `layers`."""
@@ -393,12 +410,17 @@ class Engine:
             return None
         self._set_batchnorm_training(set(norms))
         averaged, inputs, picks = done, [], self._input_picks(capture_layers) if capturing else []
+        need = (self.capture_images(capture_layers) if capturing else None) or float("inf")
         for x, sizes in self.passes(total - done):  # a pass of k batches weighs k in the average
             self._average_into_moving_statistics(averaged, len(sizes))
             values = self._forward(x, tf.constant(True))
             taken = averaged - done  # batches of these passes before this one
-            if capturing and taken < wanted:
-                images = sum(sizes[:wanted - taken])
+            if capturing and taken < wanted and need > 0:
+                images = 0  # whole batches, as a capture's own passes read them
+                for n in sizes[:wanted - taken]:
+                    if need <= 0:
+                        break
+                    images, need = images + n, need - n
                 inputs.append([values[i][:images] for i in picks])
             averaged += len(sizes)
         self._assign_momenta(self._momenta)

@@ -318,7 +318,9 @@ def test_a_capture_from_a_deferred_recalibration_equals_one_after_it(trained_cnn
 
     x, y = digits[0][:32 * 8], digits[1][:32 * 8]
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
-    config = bitat_tf.BinarizeConfig.paper(**dict(CHEAP, capture_batches=2, bn_recalibration_batches=4))
+    # 1,024 rows of X need 64 images at block1_b's 4 x 4 positions: both capture batches
+    config = bitat_tf.BinarizeConfig.paper(**dict(CHEAP, capture_batches=2, bn_recalibration_batches=4,
+                                                  capture_rows=1024))
     plan = graph.make_plan(trained_cnn, config)
     run = progressive._Run(trained_cnn, plan, data, None, config, 8, True, 0)
     with run.session(run.penalty):
@@ -347,6 +349,31 @@ def test_a_capture_from_a_deferred_recalibration_equals_one_after_it(trained_cnn
         run.pending_recalibration = (plan[first.name].index, 3)  # 1 batch left to average: too few
         run.capture(second)
         assert run.batches_drawn["plain"] == 2 + 2 + 1 + 2
+
+
+@pytest.mark.parametrize("rows, batches", [(256, 1), (512, 1), (513, 2), (4096, 3)])
+def test_a_capture_reads_the_batches_its_rows_need(trained_cnn, digits, rows, batches):
+    """block1_b gives 16 rows of X an image (4 x 4 positions): `capture_rows` rows need ceil(rows / 16)
+    images, read in whole batches of 32, at most `capture_batches` (3); a capture taken from a pending
+    recalibration's passes keeps the same images."""
+    from bitat_tf import progressive
+
+    x, y = digits[0][:32 * 8], digits[1][:32 * 8]
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    config = bitat_tf.BinarizeConfig.paper(**dict(CHEAP, capture_batches=3, bn_recalibration_batches=4,
+                                                  capture_rows=rows))
+    plan = graph.make_plan(trained_cnn, config)
+    run = progressive._Run(trained_cnn, plan, data, None, config, 8, True, 0)
+    with run.session(run.penalty):
+        second = run.working.get_layer(plan.binarized[1])
+        assert capture.rows_per_image(second) == 16
+        own = run.capture(second)
+        assert own.n_images == 32 * batches and run.batches_drawn["plain"] == batches
+        run.batches_drawn["plain"], run._streams = 0, {}
+        run.pending_recalibration = (-1, 0)
+        from_pass = run.capture(second)
+        assert run.batches_drawn["plain"] == 4  # the recalibration's passes, nothing more
+        assert from_pass.n_images == 32 * batches
 
 
 @pytest.mark.parametrize("normalization, every, recalibrations", [
