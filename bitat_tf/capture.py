@@ -80,11 +80,12 @@ def capture_many(layers, inputs, *, memory_mb, seed):
 def rows_per_image(layer):
     """Rows of X one image gives `layer`: its output positions (times the channels for a depthwise
     convolution; one per input vector for Dense). 1 when a size is unknown."""
+    convolution = isinstance(layer, (L.Conv2D, L.DepthwiseConv2D))  # DepthwiseConv2D is no Conv2D
     try:
-        shape = layer.output_shape if isinstance(layer, L.Conv2D) else layer.input_shape
+        shape = layer.output_shape if convolution else layer.input_shape
     except (AttributeError, RuntimeError):  # called more than once: no single shape
         return 1
-    sizes = shape[1:3] if isinstance(layer, L.Conv2D) else shape[1:-1]
+    sizes = shape[1:3] if convolution else shape[1:-1]
     if isinstance(layer, L.DepthwiseConv2D):
         sizes = [*sizes, layer.input_shape[-1]]
     if any(d is None for d in sizes):

@@ -341,10 +341,10 @@ class Engine:
         captures are nearly whole forward passes.
 
         With a recalibration pending (`settle`) whose passes read at least `capture_batches` batches, the
-        inputs come from the first `capture_batches` of them: those passes compute every binarized layer's
-        input anyway. They run in training mode for the BatchNorms being recalibrated, i.e. normalise with
-        the statistics of the images in the pass, which are what the moving statistics become (exactly so
-        when the phase averaged none of its steps; nearly otherwise). Else one compiled forward pass of its
+        inputs come from the first of them (the same whole batches): those passes compute every binarized
+        layer's input anyway. They run in training mode for the BatchNorms being recalibrated, i.e.
+        normalise with the statistics of the images in the pass, which are what the moving statistics become
+        (exactly so when the phase averaged none of its steps; nearly otherwise). Else one compiled forward pass of its
         own (inference mode, traced once per run).
         """
         single = not isinstance(layers, (list, tuple))
@@ -399,8 +399,8 @@ class Engine:
         forward passes in training mode here, several batches a pass (`passes`; a pass normalises with the
         statistics of all its images, so its variance is the pooled one of its batches).
 
-        With `capture_layers`, also returns their captured inputs in the first `capture_batches` batches
-        of these passes (see `capture`), or None when the passes read fewer batches than that.
+        With `capture_layers`, also returns their captured inputs in the first batches of these passes (as
+        many as `capture` reads), or None when the passes read fewer than `capture_batches` batches.
         """
         index = {layer.name: i for i, layer in enumerate(self.working.layers)}
         norms = [bn for bn in self._norms if index[bn.name] > after]

@@ -66,3 +66,14 @@ def test_capture_of_empty_dataset_is_an_error():
     empty = tf.data.Dataset.from_tensor_slices((np.zeros((0, 4), "float32"), np.zeros(0))).batch(2)
     with pytest.raises(ValueError, match="no batch"):
         capture.capture_inputs(model, model.layers[1], empty, max_batches=2, memory_mb=1, seed=0)
+
+
+def test_rows_per_image_counts_output_positions():
+    L = keras.layers
+    i = keras.Input((8, 8, 4))
+    conv = L.Conv2D(6, 3, strides=2, padding="same")
+    depthwise, dense = L.DepthwiseConv2D(3, strides=2, padding="same"), L.Dense(3)
+    keras.Model(i, [conv(i), depthwise(i), dense(L.Flatten()(i))])
+    assert capture.rows_per_image(conv) == 4 * 4
+    assert capture.rows_per_image(depthwise) == 4 * 4 * 4  # one row per (position, channel)
+    assert capture.rows_per_image(dense) == 1
