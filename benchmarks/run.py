@@ -59,6 +59,10 @@ METHODS = {
     # `binarize`'s default (configs here start from `paper()`, so what the default changes is set here)
     "bitat_e2e_p12": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
                                 "pass_share": 0.125, "pass_normalization": "batch"}),
+    # the default with the pass on the task loss: the teacher only in the last phase
+    "bitat_e2e_p12_taskpass": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
+                                         "pass_share": 0.125, "pass_normalization": "batch",
+                                         "pass_distillation": False}),
     "bitat_e2e_p6": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
                                "pass_share": 0.0625}),
     # the default's shape without the transform (the paper's sequential ablation), layer by layer or a
@@ -89,6 +93,7 @@ LABELS = {
     "sequential_e2e": "sequential warm start + end-to-end distillation (half each)",
     "bitat_e2e_p25": "BiTAT warm start on a quarter of the budget + end-to-end distillation",
     "bitat_e2e_p12": "the default: BiTAT warm start on an eighth of the budget + end-to-end distillation",
+    "bitat_e2e_p12_taskpass": "the default with the pass on the task loss (distillation in the last phase only)",
     "bitat_e2e_p6": "BiTAT warm start on a sixteenth of the budget + end-to-end distillation",
     "sequential_e2e_p12": "sequential warm start (no transform) on an eighth + end-to-end distillation",
     "sequential_block_p12": "sequential warm start a block at a time on an eighth + end-to-end distillation",

@@ -75,6 +75,9 @@ class BinarizeConfig:
         distill_weight: w in `(1 - w) * task + w * KL(teacher || student)` in every stage (quantize,
             fine-tune above, last phase), the teacher being a frozen copy of the full-precision model
             (ReActNet's distribution loss; beyond the paper). 0 = task loss only.
+        pass_distillation: whether the pass's stages (quantize, fine-tune above) distil too when
+            distill_weight > 0; False trains them on the task loss, without the teacher's forward pass (the
+            activation warm-up and the last phase distil either way).
         stage: "layer" (the paper: one layer quantized, frozen, and the layers above fine-tuned at a time)
             or "block" (every layer of a block quantized together for the block's summed budget, then all
             frozen and the layers above fine-tuned: fewer stages, more steps each). "block" needs a variant
@@ -136,6 +139,7 @@ class BinarizeConfig:
         final_phase="end_to_end",
         final_learning_rate=8e-3,
         distill_weight=1.0,
+        pass_distillation=True,
         activation_warmup_steps=0,
         warmup_learning_rate=None,
         stage="layer",
@@ -187,6 +191,8 @@ class BinarizeConfig:
         _check(final_phase in FINAL_PHASES, "final_phase", final_phase, f"one of {FINAL_PHASES}")
         _check(_is_real(distill_weight) and 0 <= distill_weight <= 1, "distill_weight", distill_weight,
                "a number in [0, 1]")
+        _check(isinstance(pass_distillation, bool), "pass_distillation", pass_distillation,
+               "True or False")
         _check(stage in STAGES, "stage", stage, f"one of {STAGES}")
         _check(pass_normalization in PASS_NORMALIZATIONS, "pass_normalization", pass_normalization,
                f"one of {PASS_NORMALIZATIONS}")
@@ -218,6 +224,7 @@ class BinarizeConfig:
         self.final_phase = final_phase
         self.final_learning_rate = None if final_learning_rate is None else float(final_learning_rate)
         self.distill_weight = float(distill_weight)
+        self.pass_distillation = bool(pass_distillation)
         self.activation_warmup_steps = int(activation_warmup_steps or 0)
         self.warmup_learning_rate = None if warmup_learning_rate is None else float(warmup_learning_rate)
         self.stage = stage

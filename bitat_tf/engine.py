@@ -34,7 +34,7 @@ from bitat_tf._compat import keras, tf
 from bitat_tf.errors import ConfigError, DatasetError, TrainingError
 from bitat_tf.inputs import resolve_loss
 from bitat_tf.quantizers import ThresholdSign
-from bitat_tf.training import BitatTrainer, StageCosine, variable_ref
+from bitat_tf.training import BitatTrainer, StageCosine, assigner, variable_ref
 from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2  # after _compat
 from tensorflow.python.eager import context
 
@@ -149,12 +149,10 @@ class Engine:
                                   if m.name == "accuracy").get_config()["fn"]
             # One compiled forward for captures (inference mode) and recalibration (training mode): the
             # model's output and the inputs of the layers to binarize.
-            self._forward = _forward_with_inputs(self.working, self.plan.binarized, self.dataset.element_spec,
-                                                 controls.truncation)
-            self._truncation = controls.truncation
+            self._forward = _forward_with_inputs(self.working, self.plan.binarized, self.dataset.element_spec)
             self._pass_bytes_per_image = _pass_bytes_per_image(self.working, self.plan.binarized)
-            self._assign_norm_training = _assigner([bn.bitat_training for bn in self._norms], tf.bool)
-            self._assign_momenta = _assigner([bn.momentum for bn in self._norms], tf.float32)
+            self._assign_norm_training = assigner([bn.bitat_training for bn in self._norms], tf.bool)
+            self._assign_momenta = assigner([bn.momentum for bn in self._norms], tf.float32)
             self._momenta = tf.constant([bn.bitat_momentum for bn in self._norms], tf.float32)
             optimizer_variables = self._trainer.optimizer.variables
             optimizer_variables = optimizer_variables() if callable(optimizer_variables) else optimizer_variables
@@ -168,8 +166,9 @@ class Engine:
             _release(streams)  # the dict then holds the only references to the iterators
 
     def fit(self, learning_rate, steps, label, *, layers, extra=(), exclude=(), weights=None,
-            recalibrate_after=None, defer_recalibration=False):
-        """Train the variables of `layers` (plus `extra`, minus `exclude`) for `steps` optimizer steps.
+            recalibrate_after=None, defer_recalibration=False, distill=True):
+        """Train the variables of `layers` (plus `extra`, minus `exclude`) for `steps` optimizer steps,
+        with the distillation term when the run has a teacher and `distill` is true.
 
         BatchNorms among `layers` train on batch statistics; all others normalise with their moving ones
         (with `batch_statistics` on, every BatchNorm uses batch statistics and nothing is recalibrated:
@@ -203,6 +202,7 @@ class Engine:
         if self._segments is not None:
             self._segments.set(trains)  # no backward pass below them
         trainer.set_term_weights(weights or {})
+        trainer.set_distillation(distill)
         training_norms = set(self._norms) if self.batch_statistics else set(layers) & set(self._norms)
         if self._steps_train_every_norm and training_norms != set(self._norms):
             raise RuntimeError("internal: a phase with frozen BatchNorms in a session whose train step "
@@ -358,15 +358,11 @@ class Engine:
         if captured is None:
             picks = self._input_picks(layers)
             training = tf.constant(self.batch_statistics)
-            self._truncation.compute_below(layers)  # the layers at and above the last one are skipped
-            try:
-                inputs = ([values[i] for i in picks] for values in
-                          (self._forward(x, training) for x, _ in
-                           self.passes(self.config.capture_batches, self.capture_images(layers))))
-                captured = capture.capture_many(layers, inputs, memory_mb=self.config.capture_memory_mb,
-                                                seed=self.config.seed)
-            finally:
-                self._truncation.compute_all()
+            inputs = ([values[i] for i in picks] for values in
+                      (self._forward(x, training) for x, _ in
+                       self.passes(self.config.capture_batches, self.capture_images(layers))))
+            captured = capture.capture_many(layers, inputs, memory_mb=self.config.capture_memory_mb,
+                                            seed=self.config.seed)
         return captured[0] if single else captured
 
     def capture_images(self, layers):
@@ -594,14 +590,12 @@ class _Controls:
                                    _training_value(layer.bitat_training, steps_train_every_norm))
                 self.norms.append(layer)
         self.gates = gating.Gates(model)
-        self.truncation = _Truncation(model)
-        self.segments = segments.Segments.of(model, segment_below) if segment_below else None  # after it
+        self.segments = segments.Segments.of(model, segment_below) if segment_below else None
 
     def detach(self):
         if self.segments is not None:
-            self.segments.detach()  # before the truncation: it restores the truncation's patch
+            self.segments.detach()
         self.gates.detach()
-        self.truncation.detach()
         for quantizer in self.switchable:
             quantizer.detach_switch()
         for layer in self.padded:
@@ -614,78 +608,19 @@ class _Controls:
                 object.__delattr__(bn, name)
 
 
-class _Truncation:
-    """Lets the compiled forward stop early: a capture needs the layers below the one it captures.
-
-    Each layer with one output of known shape runs, in that forward only, inside a `tf.cond` on its
-    entry of one boolean variable; a switched-off layer returns an empty batch instead (its consumers,
-    above it, are off too). On the standard model a capture's 512-image pass then costs 0.58 of the
-    whole pass on average over its layers (the early, large feature maps are the costly part).
-    Evaluation and recalibration run with every layer on. The train step is traced without the conds.
-    """
-
-    def __init__(self, model):
-        self.position = {id(layer): i for i, layer in enumerate(model.layers)}  # topological order
-        self.patched = [layer for layer in model.layers if _truncatable(layer)]
-        self.computes = tf.Variable([True] * len(self.patched), trainable=False, name="computes")
-        self._active = False
-        for i, layer in enumerate(self.patched):
-            object.__setattr__(layer, "call", self._wrap(layer, layer.call, i))
-
-    @contextlib.contextmanager
-    def tracing(self):
-        self._active = True
-        try:
-            yield
-        finally:
-            self._active = False
-
-    def compute_below(self, layers):
-        """Switch off every layer from the highest of `layers` up."""
-        stop = max(self.position[id(layer)] for layer in layers)
-        self.computes.assign([self.position[id(layer)] < stop for layer in self.patched])
-
-    def compute_all(self):
-        self.computes.assign([True] * len(self.patched))
-
-    def detach(self):
-        for layer in self.patched:
-            object.__delattr__(layer, "call")  # the class's method again
-
-    def _wrap(self, layer, call, i):
-        shape, dtype = layer.output.shape, layer.output.dtype
-
-        def truncatable_call(inputs, *args, **kwargs):
-            if not self._active:
-                return call(inputs, *args, **kwargs)
-            empty = lambda: tf.zeros([0, *shape[1:]], dtype)  # noqa: E731
-            return tf.cond(self.computes[i], lambda: call(inputs, *args, **kwargs), empty)
-
-        return truncatable_call
-
-
-def _truncatable(layer):
-    """Called once, one output of a shape known but for the batch, not an input layer."""
-    if isinstance(layer, keras.layers.InputLayer) or len(layer.inbound_nodes) != 1:
-        return False
-    try:
-        output = layer.output
-    except (AttributeError, RuntimeError):
-        return False
-    return (not isinstance(output, (list, tuple, dict)) and output.shape.rank is not None
-            and all(d is not None for d in output.shape[1:]))
-
-
-def _forward_with_inputs(model, names, element_spec, truncation=None):
+def _forward_with_inputs(model, names, element_spec):
     """`f(x, training)` -> [the model's outputs..., the inputs of the layers `names`...], compiled once for
-    any number of images (`training` is a boolean tensor, so both modes share the trace). With a
-    `_Truncation`, the layers it switches off are skipped (their outputs hold no image)."""
+    any number of images (`training` is a boolean tensor, so both modes share the trace).
+
+    A capture runs the whole model, although it needs only the layers below the one it captures: a
+    `tf.cond` per layer that skipped the rest cost the standard model's first evaluation ~2.3 s of trace
+    and graph instantiation and saved its 31 captures (one or two batches each) ~1.1-1.6 s (measured).
+    """
     inputs = [capture.layer_input_model(model, model.get_layer(n)).outputs[0] for n in names]
     probe = keras.Model(model.inputs, tf.nest.flatten(model.outputs) + inputs)
 
-    def forward(x, training):  # runs while TensorFlow traces: only this trace reads the switches
-        with truncation.tracing() if truncation is not None else contextlib.nullcontext():
-            return tf.nest.flatten(probe(x, training=training))
+    def forward(x, training):
+        return tf.nest.flatten(probe(x, training=training))
 
     specs = element_spec[0] if isinstance(element_spec, tuple) else element_spec
     if not all(type(s) is tf.TensorSpec and s.shape.rank is not None for s in tf.nest.flatten(specs)):
@@ -730,18 +665,6 @@ def _build_compiled_metrics(trainer, spec):
     trainer.compiled_loss.build(y_pred)
     if y_spec is not None:
         trainer.compiled_metrics.build(y_pred, tf.zeros([1, *y_spec.shape[1:]], y_spec.dtype))
-
-
-def _assigner(variables, dtype):
-    """A compiled function assigning `values[i]` to `variables[i]` for all i at once."""
-
-    @tf.function
-    def assign(values):
-        values = tf.cast(values, dtype)
-        for i, variable in enumerate(variables):
-            variable.assign(values[i])
-
-    return assign
 
 
 def _training_value(switch, steps_train=False):

@@ -139,7 +139,7 @@ class _Run(Engine):
             layers += [layer] + ([bn] if bn is not None else [])
         label = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
         hist = self.fit(config.learning_rate, self._quantize_steps(names), f"{label} quantize", layers=layers,
-                        extra=extra, weights=weights)
+                        extra=extra, weights=weights, distill=config.pass_distillation)
         if self.penalty is not None:
             self.penalty.write_back(state)
             state.freeze(names[0], self.penalty.current_error())
@@ -154,7 +154,8 @@ class _Run(Engine):
         index = self.plan[names[-1]].index
         label = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
         return self.fit(self.config.finetune_learning_rate, self._finetune_steps(names), f"{label} fine-tune above",
-                        layers=self._layers_above(index), recalibrate_after=index, defer_recalibration=True)
+                        layers=self._layers_above(index), recalibrate_after=index, defer_recalibration=True,
+                        distill=self.config.pass_distillation)
 
     def _quantize_steps(self, names):
         return len(names) * self.steps(self.config.steps_per_layer, self.config.epochs_per_layer)

@@ -34,11 +34,29 @@ def test_distillation_in_a_stage_matches_the_closed_form(trained_cnn, digits):
         student = run.working(x, training=False).numpy()
         teacher = trained_cnn(x, training=False).numpy()
         task = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, student))
-        logs = {k: float(v) for k, v in trainer.make_train_function()(iter(ds)).items()}
+        step = trainer.make_train_function()
+        logs = {k: float(v) for k, v in step(iter(ds)).items()}
+        trainer.reset_metrics()
+        trainer.set_distillation(False)  # the same batch, the task loss alone, in the same trace
+        off = {k: float(v) for k, v in step(iter(ds)).items()}
+        assert step.experimental_get_tracing_count() == 1
     kl = _kl(teacher, student)
     assert kl > 1e-3  # a real difference to distil
     assert logs["distill_loss"] == pytest.approx(kl, rel=1e-4, abs=1e-6)
     assert logs["total_loss"] == pytest.approx(0.7 * task + 0.3 * kl, rel=1e-4)
+    assert off["distill_loss"] == 0.0
+    assert off["total_loss"] == pytest.approx(task, rel=1e-5)
+
+
+def test_the_pass_can_leave_distillation_to_the_last_phase(trained_cnn, digits_ds):
+    train, test = digits_ds
+    config = bitat_tf.BinarizeConfig.paper(distill_weight=0.5, pass_distillation=False, final_finetune_steps=2,
+                                           **CHEAP)
+    result = bitat_tf.binarize(trained_cnn, train.take(4), validation_data=test, config=config, verbose=0)
+    for phase in ("quantize", "finetune"):
+        history = result.history["block1_a"][phase]
+        assert history["distill_loss"] == [0.0]
+    assert min(result.history["final_fine_tune"]["distill_loss"]) > 0
 
 
 def test_every_stage_distils_when_asked(trained_cnn, digits_ds):
@@ -126,6 +144,7 @@ def test_the_default_last_phase_is_a_multiple_of_the_pass(trained_cnn, digits_ds
 @pytest.mark.parametrize("kwargs,match", [
     (dict(final_phase="all"), "final_phase must be one of"),
     (dict(distill_weight=1.5), "distill_weight must be a number in \\[0, 1\\]"),
+    (dict(pass_distillation="no"), "pass_distillation must be True or False"),
     (dict(final_finetune_steps=-1), "final_finetune_steps"),
     (dict(final_learning_rate=0.0), "final_learning_rate"),
     (dict(warmup_learning_rate=1.5), "warmup_learning_rate must be None or a number in \\(0, 1\\)"),
