@@ -54,9 +54,10 @@ def main(argv=None):
     p.add_argument("--case", choices=("mobilenet", "steps", "stages", "ste", "floor"), default="mobilenet")
     p.add_argument("--no-gating", action="store_true", help="compute every gradient (before/after of gating)")
     p.add_argument("--xla", action="store_true", help="compile the train and test steps with XLA (jit_compile)")
-    p.add_argument("--recipe", choices=("paper", "default"), default="paper",
-                   help="steps and stages cases: BiTAT as published, or the default recipe (distillation from "
-                        "the full-precision teacher in every step, then an end-to-end phase of the pass's length)")
+    p.add_argument("--recipe", choices=("paper", "default", "taskpass"), default="paper",
+                   help="steps and stages cases: BiTAT as published, the default recipe (BinarizeConfig(): a "
+                        "pass, then an end-to-end phase of the pass's length with distillation), or taskpass "
+                        "(the default with pass_distillation=False)")
     args = p.parse_args(argv)
     if args.xla:
         from bitat_tf import training
@@ -124,11 +125,14 @@ def _standard_case():
 
 
 def _recipe(recipe, **settings):
-    """The BiTAT config of a case: as published, or the default recipe with the same pass."""
+    """The BiTAT config of a case: as published, or the default recipe (taskpass: its pass without the
+    teacher) with the same pass."""
     import bitat_tf
 
     if recipe == "paper":
         return bitat_tf.BinarizeConfig.paper(**settings)
+    if recipe == "taskpass":
+        settings["pass_distillation"] = False
     return bitat_tf.BinarizeConfig(final_finetune_steps=8 * settings["steps_per_layer"], **settings)
 
 
