@@ -100,7 +100,8 @@ def applications_table():
             f"inputs, one quantisation step a layer):\n\n" + record["table"])
 
 
-_RECIPES = {"paper": "BiTAT as published", "default": "the default recipe (teacher in every step)"}
+_RECIPES = {"paper": "BiTAT as published", "default": "the default recipe (teacher in every step)",
+            "taskpass": "the default, its pass without the teacher (pass_distillation=False)"}
 
 
 _EVALUATED = {"layer": "after every layer", "block": "at block ends", "end": "at the end"}
