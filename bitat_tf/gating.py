@@ -47,8 +47,8 @@ class Gates:
     def __init__(self, model):
         self.layers = list(model.layers)  # a functional model lists its layers in topological order
         self.gates = {id(layer): Gate(layer) for layer in self.layers if gateable(layer)}
-        switches = [g.need_dw for g in self.gates.values()] + [g.need_dx for g in self.gates.values()]
-        self._assign = assigner(switches, tf.bool) if switches else None
+        gates = self.gates.values()
+        self._assign = assigner([g.need_dw for g in gates] + [g.need_dx for g in gates], tf.bool)
 
     def set(self, trains):
         """Switch gradients on where a variable in `trains` (a set of `variable.ref()`) needs them.
@@ -57,17 +57,16 @@ class Gates:
         below the convolution trains: a variable of an earlier layer or the layer's own input threshold.
         Layers that share weights or run more than once are never gated (`gateable`).
         """
-        below, need_dw, need_dx = False, {}, {}
+        below, need_dw, need_dx = False, [], []  # in the gates' order: they were made walking these layers
         for layer in self.layers:
             own = {variable_ref(v) for v in layer.trainable_weights}
             if id(layer) in self.gates:
                 kernel_side = {variable_ref(layer.kernel)} | {variable_ref(v) for v in _quantizer_weights(layer)}
                 bias = {variable_ref(layer.bias)} if getattr(layer, "bias", None) is not None else set()
-                need_dw[id(layer)] = bool(kernel_side & trains)
-                need_dx[id(layer)] = below or bool((own - kernel_side - bias) & trains)
+                need_dw.append(bool(kernel_side & trains))
+                need_dx.append(below or bool((own - kernel_side - bias) & trains))
             below = below or bool(own & trains)
-        if self._assign is not None:
-            self._assign(tf.constant([need_dw[k] for k in self.gates] + [need_dx[k] for k in self.gates]))
+        self._assign(tf.constant(need_dw + need_dx, tf.bool))
 
     def detach(self):
         for gate in self.gates.values():

@@ -47,7 +47,6 @@ class Segments:
                 self.owner[variable_ref(variable)] = j
         self.runs = tf.Variable([True] * len(self.cuts), trainable=False, name="segment_backward_runs")
         self._recording = None
-        self._calls = [layer.__dict__.get("call") for layer in self.cuts]  # an earlier patch, if any
         for i, layer in enumerate(self.cuts):
             object.__setattr__(layer, "call", self._wrap(layer.call, i))
 
@@ -65,11 +64,8 @@ class Segments:
         return cls(model, chosen) if chosen else None
 
     def detach(self):
-        for layer, call in zip(self.cuts, self._calls):
-            if call is None:
-                object.__delattr__(layer, "call")  # the class's method again
-            else:
-                object.__setattr__(layer, "call", call)
+        for layer in self.cuts:
+            object.__delattr__(layer, "call")  # the class's method again
 
     def set(self, trains):
         """Run segment j's backward pass exactly when a variable in `trains` (a set of `variable.ref()`)
