@@ -51,42 +51,13 @@ def threshold_sign(x, beta):
     `where(|u| <= 1, (1 - |u|) * 2 * dy, 0)` in five elementwise passes instead of seven, none of them a
     select (which reads three tensors); beta gets minus its sum over all but the channel axis.
     """
-    return _threshold_sign(x, beta)
-
-
-def _threshold_sign(x, beta):
-    """`threshold_sign`'s value and gradient function."""
     u = x - beta
-    return _sign(u), lambda dy: _approx_sign_gradient(u, dy)
 
+    def grad(dy):
+        dx = dy * tf.nn.relu(2.0 - 2.0 * tf.abs(u))
+        return dx, -tf.reduce_sum(dx, axis=list(range(len(dx.shape) - 1)))
 
-def _approx_sign_gradient(u, dy):
-    dx = dy * tf.nn.relu(2.0 - 2.0 * tf.abs(u))
-    return dx, -tf.reduce_sum(dx, axis=list(range(len(dx.shape) - 1)))
-
-
-def switched(on, quantizer, x, param):
-    """`quantizer`'s value for `(x, param)` where the scalar boolean tensor `on` holds, else `x`; the
-    backward pass runs only the side taken.
-
-    `quantizer` returns a value and its gradient function, as `_threshold_sign` does. The forward pass
-    is a `Select` (a `tf.cond` there would make `segments` differentiate the segment outside its switch);
-    the gradient is a `tf.cond` on `on`: the quantizer's gradient when on, and when off `dy` to `x` and
-    zeros to `param`. Differentiating the plain `Select` gave the same gradients but ran the quantizer's
-    backward pass on zeros while it was off (five or six elementwise passes over the activation) and
-    wrote zeros for `x`'s side while it was on.
-    """
-
-    @tf.custom_gradient
-    def apply(x, param):
-        value, grad = quantizer(x, param)
-
-        def switched_grad(dy):
-            return tf.cond(on, lambda: grad(dy), lambda: (dy, tf.zeros_like(param)))
-
-        return select(on, value, x), switched_grad
-
-    return apply(x, param)
+    return _sign(u), grad
 
 
 def select(condition, x, y):
@@ -124,17 +95,11 @@ class _Switchable(larq.quantizers.Quantizer):
         if self._switch is not None:
             # Both values and a select, not a `tf.cond`, whose branch functions and their gradients make
             # tracing the train step several times slower. The select is `Select`, whose kernel hands one
-            # input through when the condition is a scalar; `tf.where`'s `SelectV2` broadcasts the scalar
-            # and copies: ~1 ms per 8 MB activation, 15-20% of the standard model's step when the
-            # gradient was a select too (`switched` runs the gradient of one side only).
-            on = tf.convert_to_tensor(self._switch)
-            if self._switched_gradient:
-                return switched(on, self._quantizer, inputs, self._parameter(inputs))
-            return select(on, self.quantize(inputs), inputs)
+            # input through when the condition is a scalar (its gradient selects the same way); `tf.where`'s
+            # `SelectV2` broadcasts the scalar and copies: ~1 ms per 8 MB activation, three selects
+            # (forward and gradient) per quantizer and step, 15-20% of the standard model's step.
+            return select(self._switch, self.quantize(inputs), inputs)
         return self.quantize(inputs) if self._active else inputs
-
-    def quantize(self, inputs):
-        return self._quantize(inputs, self._parameter(inputs))
 
     def get_config(self):
         return {**super().get_config(), "active": self.active}
@@ -175,13 +140,9 @@ class ScaledSign(_Switchable):
         )
         super().build(input_shape)
 
-    _quantize = staticmethod(scaled_sign)
-    # A kernel is small: a `tf.cond` in its gradient would cost more than the select's zeros it saves.
-    _switched_gradient = False
-
-    def _parameter(self, inputs):
+    def quantize(self, inputs):
         # Read alpha as a tensor: a custom gradient must not capture (mirrored) variables.
-        return tf.cast(tf.convert_to_tensor(self.alpha), inputs.dtype)
+        return scaled_sign(inputs, tf.cast(tf.convert_to_tensor(self.alpha), inputs.dtype))
 
     def init_from(self, kernel):
         """Set alpha to the mean absolute latent weight of each output channel."""
@@ -215,10 +176,8 @@ class ThresholdSign(_Switchable):
         )
         super().build(input_shape)
 
-    _quantize, _quantizer, _switched_gradient = staticmethod(threshold_sign), staticmethod(_threshold_sign), True
-
-    def _parameter(self, inputs):
-        return tf.cast(tf.convert_to_tensor(self.beta), inputs.dtype)
+    def quantize(self, inputs):
+        return threshold_sign(inputs, tf.cast(tf.convert_to_tensor(self.beta), inputs.dtype))
 
     def init_from(self, samples, method="mean"):
         """Set beta per channel from input samples of shape (..., channels): "mean", "median" or "zero"."""

@@ -161,33 +161,3 @@ def test_a_switched_quantizer_follows_its_switch_in_one_trace(quantizer):
             np.testing.assert_array_equal(g, e)
     assert len(traces) == 1
     q.detach_switch()
-
-
-def test_a_switched_off_threshold_runs_no_approx_sign_gradient(monkeypatch):
-    """Off, the quantizer's backward pass does not run (not even on zeros); on, it runs once a step."""
-    from bitat_tf import quantizers
-
-    runs = tf.Variable(0)
-    gradient = quantizers._approx_sign_gradient
-
-    def counted(u, dy):
-        with tf.control_dependencies([runs.assign_add(1)]):
-            return gradient(tf.identity(u), dy)
-
-    monkeypatch.setattr(quantizers, "_approx_sign_gradient", counted)
-    x = tf.Variable(np.random.default_rng(2).normal(size=(2, 3, 3, 4)).astype("float32"))
-    q = ThresholdSign()
-    q.build(x.shape)
-    q.attach_switch()
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(q(x) * x)
-        return tape.gradient(loss, [x, q.beta])
-
-    for active, expected in ((False, 0), (True, 1), (False, 1)):
-        q.active = active
-        step()
-        assert int(runs.numpy()) == expected
-    q.detach_switch()
