@@ -27,7 +27,8 @@ train step of the binarized model (all layers binary, plain Larq quantizers, no 
 no teacher) whose tape differentiates only the layers from the k-th weight layer up, so that TensorFlow
 builds no backward pass below it (one trace per k; what a run-time switch cannot give), for k from the
 stem to the classifier, against the same step with every layer (k = 0, an end-to-end STE step) and a
-forward pass alone.
+forward pass alone. The same with the k-th layer's weights alone is a quantize step's floor, and the
+full-precision model's forward pass (inference) is what distillation adds to every step of the pass.
 
 The `stages` case splits a progressive run's time outside its optimizer steps into its parts on the same
 model and data (standard-mode capture and recalibration batches, 8 validation batches, 8 + 8 steps a
@@ -211,8 +212,8 @@ def backward_floor(steps=15, points=9):
             durations.append(time.perf_counter() - start)
         return statistics.median(durations)
 
-    def train_step_from(k):
-        variables = [v for layer in layers[k:] for v in layer.trainable_weights]
+    def train_step_from(k, only=False):
+        variables = [v for layer in (layers[k:k + 1] if only else layers[k:]) for v in layer.trainable_weights]
 
         @tf.function
         def step(x, y):
@@ -224,21 +225,31 @@ def backward_floor(steps=15, points=9):
         return step
 
     starts = sorted({round(i * (len(layers) - 1) / (points - 1)) for i in range(points)})
-    rows = [{"from_layer": k, "name": layers[k].name, "seconds_per_step": median_seconds(train_step_from(k))}
-            for k in starts]
+    rows = [{"from_layer": k, "name": layers[k].name, "seconds_per_step": median_seconds(train_step_from(k)),
+             "layer_only_seconds_per_step": median_seconds(train_step_from(k, only=True))} for k in starts]
     forward = median_seconds(tf.function(lambda x, y: tf.reduce_sum(binary(x, training=True))))
+    # BiTAT's default recipe distils from the full-precision model in every step of its pass: that
+    # model's forward pass (inference mode, so its BatchNorms fold into the convolutions) is part of
+    # every progressive step and of no STE step.
+    teacher = median_seconds(tf.function(lambda x, y: tf.reduce_sum(model(x, training=False))))
     full = rows[0]["seconds_per_step"]
     for row in rows:
         row["vs_all_layers"] = row["seconds_per_step"] / full
+        row["layer_only_vs_all_layers"] = row["layer_only_seconds_per_step"] / full
     mean = statistics.mean(r["vs_all_layers"] for r in rows)
+    mean_only = statistics.mean(r["layer_only_vs_all_layers"] for r in rows)
     entry = {"case": f"ReActNet-A twin width 0.25, batch 128 (random, in memory), binary (plain Larq), tape from "
-                     f"the k-th of {len(layers)} weight layers up; median of {steps} steps", "rows": rows,
-             "forward_seconds": forward, "mean_vs_all_layers": mean,
+                     f"the k-th of {len(layers)} weight layers up (a fine-tune-above step's floor) and of the k-th "
+                     f"alone (a quantize step's); median of {steps} steps", "rows": rows,
+             "forward_seconds": forward, "teacher_forward_seconds": teacher, "mean_vs_all_layers": mean,
+             "layer_only_mean_vs_all_layers": mean_only, "teacher_forward_vs_all_layers": teacher / full,
              "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": _cpu(), **runinfo.provenance()}
     for row in rows:
         print(f"from {row['name']:>20s} ({row['from_layer']:2d}): {1000 * row['seconds_per_step']:.0f} ms "
-              f"({row['vs_all_layers']:.2f}x)")
-    print(f"forward alone {1000 * forward:.0f} ms; mean over k {mean:.2f}x of all layers")
+              f"({row['vs_all_layers']:.2f}x), that layer alone {1000 * row['layer_only_seconds_per_step']:.0f} ms "
+              f"({row['layer_only_vs_all_layers']:.2f}x)")
+    print(f"forward alone {1000 * forward:.0f} ms, the teacher's {1000 * teacher:.0f} ms ({teacher / full:.2f}x); "
+          f"mean over k {mean:.2f}x of all layers, {mean_only:.2f}x for the k-th alone")
     return entry
 
 
