@@ -27,18 +27,23 @@ def datasets_dir(data_dir=None):
                        "or pass data_dir= / --data-dir with the folder holding cifar10_jpeg/ and mnist.npz.")
 
 
-def _finish(ds, *, batch_size, shuffle, seed, augment=None):
+def _finish(ds, *, batch_size, shuffle, seed, augment=None, prepare=None):
+    """Shuffled, batched, then per batch augmented (`augment(x, y, seed)`) and prepared (`prepare(x, y)`),
+    prefetched."""
     if shuffle:
         ds = ds.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
     if augment is not None:
-        # Stateless random ops, each element's seed drawn from a stream of `seed`: stateful ones in a parallel
+        # Stateless random ops, each batch's seed drawn from a stream of `seed`: stateful ones in a parallel
         # map draw in thread order, and without a global seed from a fresh seed at every build, so two runs
         # with one seed trained on other crops from their first step. The stream is redrawn every epoch
         # (`rerandomize_each_iteration`), so a repeat augments anew.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(lambda example, pair: augment(*example, pair),
+        ds = tf.data.Dataset.zip((ds, seeds)).map(lambda batch, pair: augment(*batch, pair),
                                                   num_parallel_calls=AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    if prepare is not None:
+        ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.prefetch(AUTOTUNE)
 
 
 def load_digits(*, batch_size=64, seed=0, test_fraction=0.25):
@@ -88,10 +93,12 @@ def load_cifar10(split, *, data_dir=None, batch_size=128, augment=False, limit=N
     total = (50000 if split == "train" else 10000) - skip
     size = min(limit, total) if limit is not None else total
     # TFRecord files have unknown length; stating it lets Keras show progress and size schedules.
+    # The cache holds the decoded bytes (150 MB for the training split, 600 MB as float32); the shuffle
+    # buffer and the batches move a quarter of the memory, and batches become floats at the end.
     ds = ds.map(_decode_cifar, num_parallel_calls=AUTOTUNE, deterministic=True).cache()
     ds = ds.apply(tf.data.experimental.assert_cardinality(size))
     return _finish(ds, batch_size=batch_size, shuffle=size if shuffle else 0, seed=seed,
-                   augment=_augment if augment else None)
+                   augment=_augment if augment else None, prepare=_to_unit_interval)
 
 
 CIFAR10_VALIDATION = 1000  # the last (pre-shuffled, class-balanced) training records
@@ -112,15 +119,26 @@ _FEATURES = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.Fixed
 
 def _decode_cifar(record):
     example = tf.io.parse_single_example(record, _FEATURES)
-    image = tf.cast(tf.io.decode_jpeg(example["image"], channels=3), tf.float32) / 255.0
+    image = tf.io.decode_jpeg(example["image"], channels=3)
     return tf.ensure_shape(image, (32, 32, 3)), tf.cast(example["label"], tf.int32)
 
 
-def _augment(image, label, seed):
+def _to_unit_interval(images, labels):
+    return tf.cast(images, tf.float32) / 255.0, labels
+
+
+def _augment(images, labels, seed, pad=4):
+    """Random crops of the zero-padded images (`pad` pixels a side, every offset equally likely) and random
+    horizontal flips, each image its own, a batch at a time: per image (`tf.image.stateless_random_crop`
+    in a map over images) it took the input pipeline's threads ~5 ms a batch of 128 beside the train step."""
     crop, flip = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    image = tf.image.resize_with_crop_or_pad(image, 40, 40)
-    image = tf.image.stateless_random_crop(image, (32, 32, 3), seed=crop)
-    return tf.image.stateless_random_flip_left_right(image, seed=flip), label
+    n, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    offsets = tf.random.stateless_uniform([n, 2], seed=crop, maxval=2 * pad + 1, dtype=tf.int32)
+    images = tf.gather(padded, offsets[:, :1] + tf.range(height), axis=1, batch_dims=1)
+    images = tf.gather(images, offsets[:, 1:] + tf.range(width), axis=2, batch_dims=1)
+    mirrored = tf.random.stateless_uniform([n], seed=flip) < 0.5
+    return tf.where(mirrored[:, None, None, None], tf.reverse(images, [2]), images), labels
 
 
 def load_tfds(name, split, *, batch_size=128, shuffle=False, seed=0, **kwargs):

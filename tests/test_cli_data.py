@@ -147,3 +147,22 @@ def test_cifar_augmentation_is_the_same_on_every_run_and_new_every_epoch():
     assert not all(np.array_equal(a, b) for a, b in zip(first, batches(1)))
     two = batches(0, epochs=2)
     assert not np.array_equal(two[0], two[2])  # the same images (no shuffle), augmented anew
+
+
+def test_cifar_augmentation_crops_the_padded_image_and_mirrors_it():
+    """Every augmented image is a 32 x 32 window of its image zero-padded by 4 (offsets 0..8), mirrored or
+    not, and both the extreme offsets and both flips occur."""
+    from bitat_tf import data
+
+    load = dict(limit=128, batch_size=64, shuffle=False, seed=3)
+    plain = np.concatenate([x.numpy() for x, _ in data.load_cifar10("train", **load)])
+    augmented = np.concatenate([x.numpy() for x, _ in data.load_cifar10("train", augment=True, **load)])
+    padded = np.pad(plain, [(0, 0), (4, 4), (4, 4), (0, 0)])
+    found = []
+    for original, image in zip(padded, augmented):
+        matches = [(i, j, m) for i in range(9) for j in range(9) for m in (False, True)
+                   if np.array_equal(image, (lambda w: w[:, ::-1] if m else w)(original[i:i + 32, j:j + 32]))]
+        assert matches, "an augmented image is no crop of its padded original"
+        found.append(matches[0])
+    offsets = {o for i, j, _ in found for o in (i, j)}
+    assert {0, 8} <= offsets and {m for *_, m in found} == {False, True}
