@@ -158,10 +158,17 @@ def test_cifar_augmentation_crops_the_padded_image_and_mirrors_it():
     plain = np.concatenate([x.numpy() for x, _ in data.load_cifar10("train", **load)])
     augmented = np.concatenate([x.numpy() for x, _ in data.load_cifar10("train", augment=True, **load)])
     padded = np.pad(plain, [(0, 0), (4, 4), (4, 4), (0, 0)])
+
+    def candidates(original):  # (row offset, column offset, mirrored), window
+        for i in range(9):
+            for j in range(9):
+                window = original[i:i + 32, j:j + 32]
+                yield (i, j, False), window
+                yield (i, j, True), window[:, ::-1]
+
     found = []
     for original, image in zip(padded, augmented):
-        matches = [(i, j, m) for i in range(9) for j in range(9) for m in (False, True)
-                   if np.array_equal(image, (lambda w: w[:, ::-1] if m else w)(original[i:i + 32, j:j + 32]))]
+        matches = [key for key, window in candidates(original) if np.array_equal(image, window)]
         assert matches, "an augmented image is no crop of its padded original"
         found.append(matches[0])
     offsets = {o for i, j, _ in found for o in (i, j)}
