@@ -15,6 +15,10 @@ from bitat_tf._compat import keras, larq, tf
 
 _PACKAGE = "bitat_tf"
 
+MIN_SCALE = 1e-6
+"""The smallest weight scale alpha a channel keeps. LCE's converter reads a kernel channel whose scale is
+at most float32's epsilon (1.2e-7) as not binary and leaves the whole convolution a float CONV_2D."""
+
 
 def _sign(x):
     """sign(x) with sign(0) = +1, in the form LCE's converter recognises."""
@@ -106,11 +110,35 @@ class _Switchable(larq.quantizers.Quantizer):
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
+class PositiveScale(keras.constraints.Constraint):
+    """Keeps every scale at `min_value` or above: `max(alpha, min_value)` after each optimizer step.
+
+    Keras optimizers apply a variable's constraint right after its update (the legacy ones and the
+    current ones, in `apply_gradients`), so the forward pass and its gradients stay those of
+    `scaled_sign`; only a step that would take a scale below `min_value` is cut short. Keras' `NonNeg`,
+    used before, set such a scale to exactly 0, which LCE cannot convert.
+
+    # Arguments
+        min_value: the floor, above float32's epsilon (LCE's test for a zero scale).
+    """
+
+    def __init__(self, min_value=MIN_SCALE):
+        self.min_value = float(min_value)
+
+    def __call__(self, w):
+        return tf.maximum(w, tf.cast(self.min_value, w.dtype))
+
+    def get_config(self):
+        return {"min_value": self.min_value}
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
 class ScaledSign(_Switchable):
     """Weight quantizer: `alpha_c * sign(w)` with one trainable scale per output channel.
 
     `alpha` starts at 1 and is set by `init_from(kernel)` to `mean(|w|)` over each output channel
-    (XNOR-Net). The gradient to the latent weights is straight-through, clipped at |w| <= 1 (Larq's
+    (XNOR-Net). After each optimizer step it is kept at `MIN_SCALE` or above (`PositiveScale`), so that
+    every channel stays a binary one for LCE. The gradient to the latent weights is straight-through, clipped at |w| <= 1 (Larq's
     `ste_sign`); pair it with `kernel_constraint="weight_clip"`.
 
     # Arguments
@@ -135,7 +163,7 @@ class ScaledSign(_Switchable):
             name="alpha",
             shape=shape,
             initializer="ones",
-            constraint=keras.constraints.NonNeg(),
+            constraint=PositiveScale(),
             trainable=True,
         )
         super().build(input_shape)
@@ -148,7 +176,7 @@ class ScaledSign(_Switchable):
         """Set alpha to the mean absolute latent weight of each output channel."""
         kernel = tf.convert_to_tensor(kernel)
         axes = list(range(len(kernel.shape) - self.channel_axes))
-        self.alpha.assign(tf.maximum(tf.reduce_mean(tf.abs(kernel), axis=axes), 1e-8))
+        self.alpha.assign(tf.maximum(tf.reduce_mean(tf.abs(kernel), axis=axes), MIN_SCALE))
 
     def get_config(self):
         return {**super().get_config(), "channel_axes": self.channel_axes}
@@ -216,6 +244,8 @@ def custom_objects():
     return {
         "ScaledSign": ScaledSign,
         "ThresholdSign": ThresholdSign,
+        "PositiveScale": PositiveScale,
         f"{_PACKAGE}>ScaledSign": ScaledSign,
         f"{_PACKAGE}>ThresholdSign": ThresholdSign,
+        f"{_PACKAGE}>PositiveScale": PositiveScale,
     }

@@ -161,3 +161,65 @@ def test_a_switched_quantizer_follows_its_switch_in_one_trace(quantizer):
             np.testing.assert_array_equal(g, e)
     assert len(traces) == 1
     q.detach_switch()
+
+
+def _pushed_below_zero(optimizer):
+    """One step of `optimizer` on `sum(alpha)`-like loss big enough to take every scale below zero."""
+    q = ScaledSign()
+    q.build((3, 2))
+    q.alpha.assign([0.05, 0.5])
+    w = tf.constant([[0.3, -0.2], [0.1, 0.5], [-0.4, 0.9]])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(q(w) * tf.sign(w))  # d loss / d alpha_c = number of rows = 3
+    optimizer.apply_gradients(zip(tape.gradient(loss, [q.alpha]), [q.alpha]))
+    return q.alpha.numpy()
+
+
+@pytest.mark.parametrize("optimizer", [lambda: keras.optimizers.SGD(1.0), lambda: keras.optimizers.legacy.SGD(1.0),
+                                       lambda: keras.optimizers.legacy.Adam(1.0)])
+def test_an_optimizer_step_cannot_take_a_scale_to_zero_or_below(optimizer):
+    """The legacy Adam is what the engine trains with; each applies the variable's constraint."""
+    from bitat_tf.quantizers import MIN_SCALE
+
+    np.testing.assert_array_equal(_pushed_below_zero(optimizer()), np.float32(MIN_SCALE))
+
+
+def test_the_trainers_step_keeps_scales_positive():
+    """BitatTrainer's own train_step (the path every phase of a run takes) applies the constraint too."""
+    from bitat_tf.quantizers import MIN_SCALE
+    from bitat_tf.training import BitatTrainer
+
+    inp = keras.Input((4,))
+    layer = larq.layers.QuantDense(2, use_bias=False, kernel_quantizer=ScaledSign(), input_quantizer=None,
+                                   kernel_initializer="ones")
+    trainer = BitatTrainer(keras.Model(inp, layer(inp)))
+    trainer.compile(keras.optimizers.legacy.SGD(10.0), loss=lambda y, p: tf.reduce_mean(p))
+    x = np.ones((8, 4), "float32")  # output = 4 * alpha: the task loss pushes every alpha down by 20 a step
+    trainer.fit(x, np.zeros((8, 2), "float32"), batch_size=8, epochs=1, verbose=0)
+    np.testing.assert_array_equal(layer.kernel_quantizer.alpha.numpy(), np.float32(MIN_SCALE))
+
+
+def test_the_scale_constraint_leaves_the_quantizers_gradient_alone():
+    """Above the floor the constraint is the identity and d/d alpha is sum(dy * sign(w)), as without it."""
+    q = ScaledSign()
+    w = tf.constant(np.random.default_rng(2).normal(size=(5, 3)).astype("float32"))
+    q.build(w.shape)
+    q.alpha.assign([1e-5, 0.1, 2.0])
+    dy = tf.constant(np.random.default_rng(3).normal(size=(5, 3)).astype("float32"))
+    with tf.GradientTape() as tape:
+        y = q(w)
+    dalpha = tape.gradient(y, q.alpha, output_gradients=dy).numpy()
+    np.testing.assert_allclose(dalpha, (dy.numpy() * np.where(w.numpy() >= 0, 1, -1)).sum(0), rtol=1e-6)
+    np.testing.assert_array_equal(q.alpha.constraint(q.alpha).numpy(), q.alpha.numpy())
+    assert type(q.alpha.constraint).from_config(q.alpha.constraint.get_config()).min_value == q.alpha.constraint.min_value
+
+
+def test_scale_init_never_starts_a_channel_at_zero():
+    from bitat_tf.quantizers import MIN_SCALE
+
+    q = ScaledSign()
+    kernel = np.zeros((3, 3, 2, 4), "float32")
+    kernel[..., 1] = 0.5
+    q.build(kernel.shape)
+    q.init_from(kernel)
+    np.testing.assert_allclose(q.alpha.numpy(), [MIN_SCALE, 0.5, MIN_SCALE, MIN_SCALE], rtol=1e-6)
