@@ -126,7 +126,7 @@ class EndToEndRun(Engine):
     def train_phase(self, label, steps, *, last=False):
         """Train the whole network; the last phase ends with its BatchNorm statistics re-estimated."""
         return self.fit(self.config.learning_rate, steps, label, layers=self.working.layers,
-                        recalibrate_after=-1 if last else None)
+                        recalibrate_after=-1 if last else None, checkpointed=True)
 
     def execute(self):
         config, start = self.config, time.time()

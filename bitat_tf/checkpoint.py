@@ -1,5 +1,7 @@
-"""Checkpoints after each finished layer, written atomically, refused when they belong to another run."""
+"""Checkpoints after each finished layer and inside long whole-network phases, written atomically, refused
+when they belong to another run."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -9,6 +11,7 @@ import tempfile
 import numpy as np
 
 from bitat_tf import graph, transforms
+from bitat_tf.engine import PhaseTiming
 from bitat_tf.errors import ConfigError
 
 _POINTER = "LATEST"
@@ -67,6 +70,8 @@ class Checkpointer:
         for old in os.listdir(self.directory):
             if old.startswith("stage-") and old != os.path.basename(final):
                 shutil.rmtree(os.path.join(self.directory, old), ignore_errors=True)
+        if run.phase_checkpoints is not None:  # the stage holds all of it now
+            run.phase_checkpoints.clear()
 
     def restore(self, run):
         """Load the newest checkpoint into `run`; return the number of finished stages (0 if none)."""
@@ -113,3 +118,88 @@ def _jsonable(value):
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+class PhaseCheckpointer:
+    """Checkpoints inside the phases that train the whole network (BiTAT's activation warm-up and last phase,
+    the baselines' phases), at the end of every epoch of the phase: `<dir>/phase/`.
+
+    A stage checkpoint holds whole layers; at 16x the standard budget the default's last phase alone runs
+    for an hour, so an interruption there would otherwise lose it all. The phase checkpoint holds the
+    working model's weights, the optimizer's state (moments and step, which the cosine schedule reads), the
+    step the phase reached, the phases finished since the last stage checkpoint (with their histories and
+    timings) and the data streams' positions. A resumed run passes over the finished phases, loads the
+    state when it reaches the first unfinished one, and continues that phase at its next step: the same
+    number of optimizer steps in every phase as an uninterrupted run. A new stage checkpoint clears it.
+    """
+
+    def __init__(self, directory, fingerprint):
+        self.directory = os.path.join(os.fspath(directory), "phase")
+        self.fingerprint = fingerprint
+        self.meta = self._read()
+        self.applied = self.meta is None  # nothing to load into the run
+
+    def _read(self):
+        path = os.path.join(self.directory, "meta.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            meta = json.load(f)
+        if meta.get("fingerprint") != self.fingerprint:
+            raise ConfigError(
+                f"checkpoint_dir {os.path.dirname(self.directory)!r} holds a phase checkpoint of a different "
+                "model or config; pass an empty directory, or the same model and config to resume.")
+        return meta
+
+    def finished(self, label):
+        """The history of `label` when the checkpoint lists it as finished, else None."""
+        return None if self.meta is None else self.meta["done"].get(label)
+
+    def resume(self, run, label, optimizer_variables):
+        """Load the checkpoint into `run` the first time a phase that is not finished starts; return the
+        steps `label` already took (0 when the checkpoint ends elsewhere) and its history so far."""
+        if self.applied:
+            return 0, {}
+        self.applied = True
+        run.working.load_weights(os.path.join(self.directory, "weights.h5"))
+        run.timing.extend(PhaseTiming(**t) for t in self.meta["timing"])
+        run.batches_drawn.update(self.meta["batches_drawn"])
+        pending = self.meta["pending_recalibration"]
+        run.pending_recalibration = tuple(pending) if pending is not None else None
+        current = self.meta["current"]
+        if current is None or current["label"] != label:
+            return 0, {}
+        with np.load(os.path.join(self.directory, "optimizer.npz")) as arrays:
+            for i, variable in enumerate(optimizer_variables):
+                variable.assign(arrays[f"v{i}"])
+        run.say(f"bitat_tf: resumed {label} at step {current['step']} from {self.directory}")
+        return current["step"], current["history"]
+
+    def save(self, run, label, step, history, optimizer_variables, *, finished=False):
+        """Write the state after `step` steps of `label` (its end when `finished`) atomically."""
+        done = dict(self.meta["done"]) if self.meta else {}
+        if finished:
+            done[label] = history
+        meta = {"fingerprint": self.fingerprint, "done": done,
+                "current": None if finished else {"label": label, "step": step, "history": history},
+                "timing": [dataclasses.asdict(t) for t in run.timing], "batches_drawn": run.batches_drawn,
+                "pending_recalibration": run.pending_recalibration}
+        os.makedirs(os.path.dirname(self.directory), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tmp-phase-", dir=os.path.dirname(self.directory))
+        run.working.save_weights(os.path.join(tmp, "weights.h5"))
+        np.savez(os.path.join(tmp, "optimizer.npz"), **{f"v{i}": v.numpy() for i, v in enumerate(optimizer_variables)})
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump(meta, f, default=_jsonable)
+        old = self.directory + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        if os.path.exists(self.directory):
+            os.replace(self.directory, old)
+        os.replace(tmp, self.directory)
+        shutil.rmtree(old, ignore_errors=True)
+        self.meta, self.applied = meta, True
+
+    def clear(self):
+        """Drop the phase checkpoint (a stage checkpoint now holds everything it held)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.meta, self.applied = None, True
+

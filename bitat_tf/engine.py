@@ -94,6 +94,9 @@ class Engine:
         # True while every BatchNorm normalises with batch statistics in steps and captures (BiTAT's pass
         # with pass_normalization="batch"): the moving ones are then re-estimated only when read.
         self.batch_statistics = False
+        # `checkpoint.PhaseCheckpointer` of a run with a checkpoint_dir: the phases fit() is asked to
+        # checkpoint (`checkpointed=True`) save their state at the end of every epoch and resume from it.
+        self.phase_checkpoints = None
 
     # ---- budgets and messages ------------------------------------------------------------------------
     def steps(self, steps, epochs):
@@ -156,6 +159,7 @@ class Engine:
             self._momenta = tf.constant([bn.bitat_momentum for bn in self._norms], tf.float32)
             optimizer_variables = self._trainer.optimizer.variables
             optimizer_variables = optimizer_variables() if callable(optimizer_variables) else optimizer_variables
+            self._optimizer_variables = list(optimizer_variables)
             self._zero_optimizer = tf.function(lambda: [v.assign(tf.zeros_like(v)) for v in optimizer_variables])
             yield
         finally:
@@ -166,7 +170,7 @@ class Engine:
             _release(streams)  # the dict then holds the only references to the iterators
 
     def fit(self, learning_rate, steps, label, *, layers, extra=(), exclude=(), weights=None,
-            recalibrate_after=None, defer_recalibration=False, distill=True):
+            recalibrate_after=None, defer_recalibration=False, distill=True, checkpointed=False):
         """Train the variables of `layers` (plus `extra`, minus `exclude`) for `steps` optimizer steps,
         with the distillation term when the run has a teacher and `distill` is true.
 
@@ -184,7 +188,14 @@ class Engine:
         accuracy on the standard model). Extra forward passes make up the batches the window lacks.
         With `defer_recalibration` those passes wait until the statistics are next read (`settle`): a
         following `capture` then takes its inputs from them instead of a forward pass of its own.
+
+        `checkpointed` (phases that train the whole network, in a run with a checkpoint_dir): the state is
+        saved at the end of every epoch of the phase and at its end; a resumed run passes over the phases
+        finished before the interruption and continues the interrupted one at its next step.
         """
+        phases = self.phase_checkpoints if checkpointed else None
+        if phases is not None and phases.finished(label) is not None:
+            return phases.finished(label)
         if not self.batch_statistics:
             self.settle()  # the BatchNorms that do not train normalise with their moving statistics
         averages = recalibrate_after is not None and self._norms and not self.batch_statistics
@@ -209,12 +220,13 @@ class Engine:
                                "normalises every BatchNorm with batch statistics (steps_train_every_norm)")
         self._set_batchnorm_training(training_norms)
         self._reset_optimizer(learning_rate, steps)
+        done, history = phases.resume(self, label, self._optimizer_variables) if phases else (0, {})
         train_function = trainer.make_train_function()  # cached by Keras after the first call
         iterator = self.stream("train")
         chunk = min(self.steps_per_epoch or steps, steps)
-        history, durations, chunk_start, logs = {}, [], time.perf_counter(), {}
+        durations, chunk_start, logs = [], time.perf_counter(), {}
         trainer.reset_metrics()
-        for step in range(1, steps + 1):
+        for step in range(done + 1, steps + 1):
             if step > steps - window:
                 self._average_into_moving_statistics(step - (steps - window) - 1)
             t0 = time.perf_counter()
@@ -237,16 +249,21 @@ class Engine:
             self._progress(label, step, steps, chunk, logs, time.perf_counter() - chunk_start)
             chunk_start = time.perf_counter()
             trainer.reset_metrics()
-        timed = durations[min(_WARMUP_STEPS, len(durations) - 1):]
-        median = statistics.median(timed)
-        self.timing.append(PhaseTiming(label, steps, median, time.perf_counter() - start,
-                                       sum(timed) + (len(durations) - len(timed)) * median))
+            if phases is not None and step != steps:
+                phases.save(self, label, step, history, self._optimizer_variables)
+        if durations:  # none when a resumed phase had finished its steps
+            timed = durations[min(_WARMUP_STEPS, len(durations) - 1):]
+            median = statistics.median(timed)
+            self.timing.append(PhaseTiming(label, len(durations), median, time.perf_counter() - start,
+                                           sum(timed) + (len(durations) - len(timed)) * median))
         if window:
             self._assign_momenta(self._momenta)
         if self.batch_statistics:
             self.pending_recalibration = (-1, 0)  # the steps moved the moving statistics: all stale
         elif recalibrate_after is not None:
             self._recalibrate_after_phase(recalibrate_after, window, defer_recalibration)
+        if phases is not None:
+            phases.save(self, label, steps, history, self._optimizer_variables, finished=True)
         return history
 
     def _recalibrate_after_phase(self, after, done, defer):

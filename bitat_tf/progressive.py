@@ -14,7 +14,7 @@ import time
 from bitat_tf import capture, graph, nesting, report as report_lib, transforms
 from bitat_tf._compat import is_keras3_model, keras, tf
 from bitat_tf.baselines import EndToEndConfig, EndToEndRun
-from bitat_tf.checkpoint import Checkpointer
+from bitat_tf.checkpoint import Checkpointer, PhaseCheckpointer, fingerprint
 from bitat_tf.config import BinarizeConfig
 from bitat_tf.engine import BinarizeResult, Engine, clock, seed_host, timing_summary
 from bitat_tf.errors import ConfigError, UnsupportedModelError
@@ -31,8 +31,9 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
         validation_data: a dataset of the same kind; accuracy after every layer is measured on it (on a
             few training batches when absent).
         config: a `BinarizeConfig` (defaults otherwise).
-        checkpoint_dir: where the state after each finished layer is kept; a rerun with the same
-            arguments resumes at the first unfinished layer.
+        checkpoint_dir: where the state after each finished layer, and after every epoch of the phases that
+            train the whole network (the last phase, the activation warm-up, the baselines' phases), is
+            kept; a rerun with the same arguments resumes at the first unfinished layer or epoch.
         verbose: 0 silent, 1 a line per layer and per epoch, 2 Keras progress bars too.
 
     # Returns
@@ -58,18 +59,20 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
     if validation_data is not None:
         check_dataset(validation_data, model, what="validation_data")
     if isinstance(config, EndToEndConfig):
-        if checkpoint_dir is not None:
-            raise ConfigError("checkpoint_dir applies to BiTAT's layer-by-layer runs; the end-to-end baselines "
-                              "have no per-layer state to resume. Drop checkpoint_dir for them.")
-        return EndToEndRun(model, plan, dataset, validation_data, config, steps_per_epoch, sparse,
-                           verbose).execute()
+        run = EndToEndRun(model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose)
+        if checkpoint_dir is not None:  # a checkpoint at the end of every epoch of each phase
+            run.phase_checkpoints = PhaseCheckpointer(checkpoint_dir, fingerprint(model, config, plan))
+        return run.execute()
     if steps_per_epoch is None and (config.steps_per_layer is None or config.finetune_steps is None or (
             config.final_finetune_steps is None and config.final_finetune_epochs not in ("pass", 0.0))):
         raise ConfigError("the dataset repeats forever, so epoch budgets are undefined: set "
                           "steps_per_layer, finetune_steps (and final_finetune_steps for a last phase) in "
                           "BinarizeConfig.")
     run = _Run(model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose)
-    return run.execute(Checkpointer(checkpoint_dir, model, config, plan) if checkpoint_dir else None)
+    checkpointer = Checkpointer(checkpoint_dir, model, config, plan) if checkpoint_dir else None
+    if checkpointer:  # inside the warm-up and the last phase too, at the end of every epoch
+        run.phase_checkpoints = PhaseCheckpointer(checkpoint_dir, checkpointer.fingerprint)
+    return run.execute(checkpointer)
 
 
 def _as_tf_keras(model):
@@ -251,7 +254,8 @@ class _Run(Engine):
         config = self.config
         self.history["activation_warmup"] = self.fit(config.warmup_learning_rate or config.learning_rate,
                                                      config.activation_warmup_steps, "activation warm-up",
-                                                     layers=self.working.layers, recalibrate_after=-1)
+                                                     layers=self.working.layers, recalibrate_after=-1,
+                                                     checkpointed=True)
         self.say(f"bitat_tf: activations binary, weights real: accuracy {self.evaluate():.4f}")
 
     def _final_steps(self):
@@ -270,4 +274,5 @@ class _Run(Engine):
         label = "final end-to-end" if end_to_end else "final fine-tune"
         learning_rate = config.final_learning_rate or config.finetune_learning_rate
         self.history[label.replace(" ", "_").replace("-", "_")] = self.fit(
-            learning_rate, steps, label, layers=self.working.layers, exclude=frozen, recalibrate_after=-1)
+            learning_rate, steps, label, layers=self.working.layers, exclude=frozen, recalibrate_after=-1,
+            checkpointed=True)
