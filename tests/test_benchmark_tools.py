@@ -13,6 +13,7 @@ import budgets  # noqa: E402
 import levers  # noqa: E402
 import run as bench  # noqa: E402
 import seeds  # noqa: E402
+import starvation  # noqa: E402
 import trials  # noqa: E402
 
 
@@ -159,3 +160,35 @@ def test_a_stored_method_result_is_reused_only_with_the_library_defaults_it_ran_
     assert not bench.reusable(stale, args, "bitat_e2e_p12")
     assert not bench.reusable({"settings": record["settings"]}, args, "reactnet")  # written before the check
     assert bench.reusable({"settings": record["settings"]}, args, "fp")
+
+
+def test_each_method_and_setting_resumes_from_a_checkpoint_folder_of_its_own():
+    """An interrupted benchmark run resumes from its checkpoints; a run with another method, setting or seed
+    must never meet them (the fingerprint check would refuse the run instead of starting afresh)."""
+    args = bench.parse_args(["--mode", "standard"])
+    again = bench.parse_args(["--mode", "standard"])
+    assert bench.checkpoint_dir(args, "bitat") == bench.checkpoint_dir(again, "bitat")
+    others = {bench.checkpoint_dir(args, "reactnet"),
+              bench.checkpoint_dir(bench.parse_args(["--mode", "standard", "--seed", "1"]), "bitat"),
+              bench.checkpoint_dir(bench.parse_args(["--mode", "standard", "--steps-per-layer", "448"]), "bitat")}
+    assert bench.checkpoint_dir(args, "bitat") not in others and len(others) == 3
+
+
+def test_starvation_runs_are_reused_only_with_their_settings_and_summarized_per_block(tmp_path):
+    """The diagnostic's summary reads every run on disk, orders each method's runs by factor, and gives the
+    validation points each block costs (against the block below, the first against full precision)."""
+    args = starvation.parse_args(["--out", str(tmp_path), "--scale", "2"])
+    for factor, after in ((4.0, [0.60, 0.50, 0.45]), (1.0, [0.50, 0.40, 0.30])):
+        record = {"settings": starvation.run_settings(args, "bitat", factor), "figures": {
+            "fp_val_accuracy": 0.70, "seconds": 10.0 * factor, "optimizer_steps": int(320 * factor),
+            "per_block": [{"val_accuracy": a, "task_loss_end_of_quantize": [1.0]} for a in after]}}
+        (tmp_path / f"bitat_x{factor:g}.json").write_text(json.dumps(record))
+    summary = starvation.write_summary(args)
+    points = summary["curves"]["bitat"]
+    assert [p["factor"] for p in points] == [1.0, 4.0]
+    assert points[0]["drop_per_block"] == pytest.approx([0.20, 0.10, 0.10])
+    assert points[1]["drop_per_block"] == pytest.approx([0.10, 0.10, 0.05])
+    assert points[0]["steps_per_layer"] == 28 and points[1]["finetune_steps"] == 48
+    assert (tmp_path / "starvation.png").exists()
+    assert starvation._stored(str(tmp_path / "bitat_x1.json"), starvation.run_settings(args, "bitat", 1.0))
+    assert not starvation._stored(str(tmp_path / "bitat_x1.json"), starvation.run_settings(args, "bitat", 4.0))
