@@ -13,6 +13,7 @@ import budgets  # noqa: E402
 import levers  # noqa: E402
 import run as bench  # noqa: E402
 import seeds  # noqa: E402
+import regime  # noqa: E402
 import starvation  # noqa: E402
 import trials  # noqa: E402
 
@@ -192,3 +193,26 @@ def test_starvation_runs_are_reused_only_with_their_settings_and_summarized_per_
     assert (tmp_path / "starvation.png").exists()
     assert starvation._stored(str(tmp_path / "bitat_x1.json"), starvation.run_settings(args, "bitat", 1.0))
     assert not starvation._stored(str(tmp_path / "bitat_x1.json"), starvation.run_settings(args, "bitat", 4.0))
+
+
+def test_regime_page_derives_time_from_steps_at_the_1x_step_times_and_names_each_budgets_leader(tmp_path):
+    """A 4x run resumed in another session has meaningless wall seconds: its time is its steps at the 1x
+    run's seconds a step plus the 1x run's time outside the steps. Leaders are read at equal steps."""
+    def write(method, budget, steps, test, seconds):
+        folder = tmp_path / method / f"x{budget:g}"
+        folder.mkdir(parents=True)
+        timing = {"phases": {"phase": {"steps": steps, "seconds_per_step": 0.2}}, "wall_seconds": seconds,
+                  "training_seconds": 0.2 * steps}
+        (folder / f"{method}.json").write_text(json.dumps({"figures": {
+            "label": method, "budget_steps": steps, "binarize_seconds": seconds, "val_accuracy": test,
+            "test_accuracy": test, "config": {}, "timing": timing}}))
+    write("reactnet", 1, 100, 0.60, 30.0)  # 20 s of steps, 10 s outside them
+    write("reactnet", 4, 400, 0.70, 9999.0)  # resumed: its own seconds are not read
+    write("bitat", 1, 100, 0.40, 40.0)
+    write("bitat", 4, 400, 0.72, 50.0)
+    page = regime.build(str(tmp_path), ["reactnet", "bitat", "ste_kd"])
+    assert [p["derived_seconds"] for p in page["curves"]["reactnet"]] == pytest.approx([30.0, 90.0])
+    assert [p["derived_seconds"] for p in page["curves"]["bitat"]] == pytest.approx([40.0, 100.0])
+    assert [(r["budget"], r["leader"]) for r in page["leaders"]] == [(1.0, "reactnet"), (4.0, "bitat")]
+    assert page["leaders"][1]["lead_points"] == pytest.approx(2.0)
+    assert "ste_kd" not in page["curves"]
