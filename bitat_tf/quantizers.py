@@ -138,8 +138,8 @@ class ScaledSign(_Switchable):
 
     `alpha` starts at 1 and is set by `init_from(kernel)` to `mean(|w|)` over each output channel
     (XNOR-Net). After each optimizer step it is kept at `MIN_SCALE` or above (`PositiveScale`), so that
-    every channel stays a binary one for LCE. The gradient to the latent weights is straight-through, clipped at |w| <= 1 (Larq's
-    `ste_sign`); pair it with `kernel_constraint="weight_clip"`.
+    every channel stays a binary one for LCE. The gradient to the latent weights is straight-through,
+    clipped at |w| <= 1 (Larq's `ste_sign`); pair it with `kernel_constraint="weight_clip"`.
 
     # Arguments
         channel_axes: number of trailing kernel axes that index an output channel: 1 for Conv2D and Dense

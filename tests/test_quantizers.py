@@ -211,7 +211,8 @@ def test_the_scale_constraint_leaves_the_quantizers_gradient_alone():
     dalpha = tape.gradient(y, q.alpha, output_gradients=dy).numpy()
     np.testing.assert_allclose(dalpha, (dy.numpy() * np.where(w.numpy() >= 0, 1, -1)).sum(0), rtol=1e-6)
     np.testing.assert_array_equal(q.alpha.constraint(q.alpha).numpy(), q.alpha.numpy())
-    assert type(q.alpha.constraint).from_config(q.alpha.constraint.get_config()).min_value == q.alpha.constraint.min_value
+    constraint = q.alpha.constraint
+    assert type(constraint).from_config(constraint.get_config()).min_value == constraint.min_value
 
 
 def test_scale_init_never_starts_a_channel_at_zero():
