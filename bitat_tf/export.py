@@ -4,19 +4,20 @@ A model from `binarize` converts as it is: `ThresholdSign` lowers to `Sub(x, bet
 sign, which feeds the convolution directly (through a pad of +1 for 'same' padding), and `ScaledSign`'s
 `alpha * sign(w)` folds into a constant of +/-alpha per output channel. That is the pattern LCE's
 converter turns into `LceQuantize` + `LceBconv2d`, with the scale and the following BatchNorm folded into
-the op's output transform. `verify_export` checks that this happened and that the numbers agree.
+the op's output transform. Each export checks its file before writing it (`export_checks`): every
+binarized convolution became `LceBconv2d`, and the file runs and agrees with Keras on one input.
+`verify_export` measures the agreement on a dataset.
 """
 
-import collections
-import dataclasses
 import itertools
-import os
 import time
 
-import numpy as np
-
-from bitat_tf._compat import is_keras3_model, keras, larq, tf
+from bitat_tf import export_checks as checks
+from bitat_tf._compat import keras, larq, tf
 from bitat_tf.errors import ConfigError, DatasetError, UnsupportedModelError
+from bitat_tf.export_checks import (  # noqa: F401 - also the public names of bitat_tf.export
+    ExportCheck, ExportError, ExportWarning, FloatFallbackError, binarized_layers, binarized_layers_of, check_model,
+    flatbuffer_bytes, is_binary_dense, op_census, operators, verify_export)
 from bitat_tf.inputs import check_output_file
 from bitat_tf.quantizers import ScaledSign, ThresholdSign
 
@@ -39,42 +40,21 @@ def _write(flatbuffer, path):
     return flatbuffer
 
 
-def _check_model(model, what):
-    if is_keras3_model(model):
-        raise UnsupportedModelError(
-            f"{what}: model is a Keras 3 {type(model).__name__}; Larq and LCE convert tf_keras models. Binarize "
-            "it with bitat_tf.binarize (which converts Keras 3 models of common layers) and export the result.")
-    if not isinstance(model, keras.Model):
-        raise UnsupportedModelError(f"{what}: model must be a tf_keras.Model, got {type(model).__name__} "
-                                    f"{model!r:.80}. Load a saved model first with tf_keras.models.load_model("
-                                    "path, custom_objects=bitat_tf.custom_objects()).")
-
-
 def _check_export(model, path, what):
-    _check_model(model, what)
+    check_model(model, what)
     return None if path is None else check_output_file(path, f"{what}: path")
 
 
-def _flatbuffer_bytes(flatbuffer):
-    """The bytes of a TFLite flatbuffer given as bytes or as a path to a .tflite file."""
-    if isinstance(flatbuffer, (str, os.PathLike)):
-        if not os.path.isfile(flatbuffer):
-            raise ConfigError(f"verify_export: flatbuffer {os.fspath(flatbuffer)!r} is not a file; pass the "
-                              "bytes export_lce returned or the path of the .tflite file it wrote.")
-        with open(flatbuffer, "rb") as f:
-            flatbuffer = f.read()
-    if not isinstance(flatbuffer, (bytes, bytearray)):
-        raise ConfigError(f"verify_export: flatbuffer must be bytes or a .tflite path, got "
-                          f"{type(flatbuffer).__name__}.")
-    if len(flatbuffer) < 8 or bytes(flatbuffer[4:8]) != b"TFL3":
-        raise ConfigError(f"verify_export: the flatbuffer ({len(flatbuffer)} bytes) is not a TFLite model (no "
-                          "'TFL3' identifier); pass what export_lce returned or wrote.")
-    return bytes(flatbuffer)
-
-
 def export_lce(model, path=None, *, dense="conv", int8_calibration=None, int8_layers="head",
-               calibration_batches=16, **options):
+               calibration_batches=16, allow_float_fallback=False, **options):
     """Convert a binarized model to a Larq Compute Engine flatbuffer (bytes; written to `path` if given).
+
+    Before anything is written the file is checked: every binarized convolution (and binarized `Dense`,
+    with dense="conv") must have become an `LceBconv2d`, else `FloatFallbackError` names the layers and
+    why; and the file must run in LCE's interpreter and give the Keras model's output on one input, else
+    `ExportError`. A channel whose scale alpha is 0 has no binary form in LCE; when a BatchNormalization
+    alone reads the layer, the export gives the channel an exact binary equivalent (see
+    `export_checks.absorb_zero_scales`) and the model passed in is left as it is.
 
     # Arguments
         dense: "conv" computes each binarized `Dense` as a 1x1 binary convolution (LCE has a binary
@@ -86,6 +66,8 @@ def export_lce(model, path=None, *, dense="conv", int8_calibration=None, int8_la
             full-precision layer, the stem and the tensors that feed the signs included) or a list of layer
             names. Every rounding in front of a sign can flip a bit that the rest of the network then
             carries, so "all" costs far more agreement than "head"; check with `verify_export`.
+        allow_float_fallback: write the file even when binarized layers would run as float convolutions
+            (an `ExportWarning` names them) instead of raising `FloatFallbackError`.
         options: passed to `larq_compute_engine.convert_keras_model`: inference_input_type,
             inference_output_type (tf.float32 or tf.int8), target ("arm" or "xcore"),
             experimental_default_int8_range: `(min, max)`; the full-precision layers (stem convolution,
@@ -102,11 +84,50 @@ def export_lce(model, path=None, *, dense="conv", int8_calibration=None, int8_la
     if int8_calibration is not None and "experimental_default_int8_range" in options:
         raise ConfigError("export_lce: give int8_calibration (measured ranges) or experimental_default_int8_range "
                           "(one fixed range), not both.")
-    if dense == "conv":
-        model = inference_model(model)
+    exported, expected, unrepaired = _binary_ready(model, dense)
+    _warn_float_layers(model, dense)
     if int8_calibration is not None:
-        model = calibrated_model(model, int8_calibration, layers=int8_layers, max_batches=calibration_batches)
-    return _write(lce.convert_keras_model(model, **options), path)
+        exported = calibrated_model(exported, int8_calibration, layers=int8_layers, max_batches=calibration_batches)
+    flatbuffer = lce.convert_keras_model(exported, **options)
+    checks.check_binary_ops(flatbuffer, expected, unrepaired, allow_float_fallback=allow_float_fallback)
+    checks.check_runs(model, flatbuffer, runtime="lce", compare=not _has_int8(int8_calibration, options),
+                      what="export_lce")
+    return _write(flatbuffer, path)
+
+
+def _has_int8(int8_calibration, options):
+    """Whether a file holds int8 ops or tensors, whose outputs an export only checks for their shapes."""
+    io_types = (options.get("inference_input_type"), options.get("inference_output_type"))
+    return (int8_calibration is not None or options.get("experimental_default_int8_range") is not None
+            or any(t is not None and t != tf.float32 for t in io_types))
+
+
+def _binary_ready(model, dense):
+    """The model LCE converts (a copy whenever it differs from `model`), its layers that must become
+    `LceBconv2d`, and {name: reason} for those of them that cannot (channels of scale 0 kept as they are)."""
+    exported = inference_model(model) if dense == "conv" else model
+    if not any(checks.zero_scale_channels(l) for l in _lce_binary_layers(exported)):
+        return exported, _lce_binary_layers(exported), {}
+    if exported is model:
+        exported = keras.models.clone_model(model)
+        exported.set_weights(model.get_weights())
+    layers = _lce_binary_layers(exported)
+    return exported, layers, checks.absorb_zero_scales(exported, layers)
+
+
+def _lce_binary_layers(model):
+    """The layers of a model as exported that LCE computes as binary convolutions."""
+    binary = {id(l) for l in binarized_layers(model)}
+    return [l for l in model.layers if isinstance(l, DenseAsConv1x1)
+            or (type(l) is larq.layers.QuantConv2D and id(l) in binary)]
+
+
+def _warn_float_layers(model, dense):
+    layers = binarized_layers(model)
+    if not layers:
+        checks.warn_nothing_binary(model)
+    checks.warn_float_kinds([l for l in layers if type(l) is not larq.layers.QuantConv2D and not is_binary_dense(l)
+                             and not (dense == "keep" and type(l) is larq.layers.QuantDense)])
 
 
 @keras.utils.register_keras_serializable(package="bitat_tf")
@@ -220,16 +241,11 @@ class DenseAsConv1x1(keras.layers.Layer):
                 "activation": keras.activations.serialize(self.activation)}
 
 
-def _is_binary_dense(layer):
-    return (type(layer) is larq.layers.QuantDense and layer in binarized_layers_of([layer])
-            and len(layer.input_shape) == 2)
-
-
 def inference_model(model):
     """A copy of `model` in which every binarized 2-D `Dense` is a `DenseAsConv1x1`; outputs are unchanged."""
 
     def clone(layer):
-        if not _is_binary_dense(layer):
+        if not is_binary_dense(layer):
             return layer.__class__.from_config(layer.get_config())
         return DenseAsConv1x1(layer.units, layer.use_bias, keras.activations.serialize(layer.activation),
                               name=layer.name)
@@ -247,6 +263,9 @@ def inference_model(model):
 def export_tflite(model, path=None, **options):
     """Plain TFLite flatbuffer of `model` (float kernels): the baseline an LCE export is compared with.
 
+    Before it is written the file must run in `tf.lite.Interpreter` and give the Keras model's output on
+    one input (with `optimizations`, only run and give outputs of the right shapes), else `ExportError`.
+
     # Arguments
         options: `optimizations` (e.g. [tf.lite.Optimize.DEFAULT] for dynamic-range int8 weights).
     """
@@ -254,138 +273,9 @@ def export_tflite(model, path=None, **options):
     _check_options(options, _TFLITE_OPTIONS, "export_tflite")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = options.get("optimizations", [])
-    return _write(converter.convert(), path)
-
-
-def op_census(flatbuffer):
-    """Count the operators of a flatbuffer's main graph by name (builtin names and custom codes)."""
-    return collections.Counter(name for name, _ in operators(flatbuffer))
-
-
-def operators(flatbuffer):
-    """The main graph's operators in order, each as `(name, [input tensor types])`, e.g. to see which
-    full-precision ops run in int8 (`("CONV_2D", ["INT8", "INT8", "INT32"])`)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    root = schema.Model.GetRootAsModel(flatbuffer, 0)
-    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    codes = []
-    for i in range(root.OperatorCodesLength()):
-        code = root.OperatorCodes(i)
-        if code.CustomCode():
-            codes.append(code.CustomCode().decode())
-        else:
-            codes.append(builtin[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())])
-    graph = root.Subgraphs(0)
-    out = []
-    for i in range(graph.OperatorsLength()):
-        op = graph.Operators(i)
-        inputs = [types[graph.Tensors(op.Inputs(j)).Type()] for j in range(op.InputsLength()) if op.Inputs(j) >= 0]
-        out.append((codes[op.OpcodeIndex()], inputs))
-    return out
-
-
-@dataclasses.dataclass
-class ExportCheck:
-    """What `verify_export` found: op census, parity with Keras, sizes."""
-
-    ops: dict
-    binarized_convolutions: int
-    lce_bconv2d: int
-    not_converted: list
-    max_abs_diff: float
-    top1_agreement: float
-    examples: int
-    flatbuffer_bytes: int
-    within_tolerance: float = float("nan")  # share of examples whose outputs all agree within `atol`
-    atol: float = 1e-3
-
-    @property
-    def bconv_share(self):
-        return self.lce_bconv2d / self.binarized_convolutions if self.binarized_convolutions else None
-
-    def to_dict(self):
-        return {**dataclasses.asdict(self), "bconv_share": self.bconv_share}
-
-    def to_markdown(self):
-        return "\n".join([
-            f"- binarized convolutions that became LceBconv2d: {self.lce_bconv2d} of "
-            f"{self.binarized_convolutions}",
-            f"- not converted: {', '.join(self.not_converted) or 'none'}",
-            f"- Keras vs LCE interpreter on {self.examples} examples: max |diff| {self.max_abs_diff:.3g}, "
-            f"top-1 agreement {100 * self.top1_agreement:.2f}%, outputs within {self.atol:g} on "
-            f"{100 * self.within_tolerance:.2f}% of examples",
-            f"- flatbuffer: {self.flatbuffer_bytes} bytes",
-            f"- ops: {dict(sorted(self.ops.items()))}",
-        ])
-
-
-def binarized_layers(model):
-    """Layers of `model` whose inputs and kernel are both binarized (Larq precision 1)."""
-    return binarized_layers_of(model.layers)
-
-
-def binarized_layers_of(layers):
-    found = []
-    for layer in layers:
-        input_q = getattr(layer, "input_quantizer", None)
-        kernel_q = getattr(layer, "kernel_quantizer", None) or getattr(layer, "depthwise_quantizer", None)
-        if all(getattr(q, "precision", None) == 1 and getattr(q, "active", True) for q in (input_q, kernel_q)):
-            found.append(layer)
-    return found
-
-
-def verify_export(model, flatbuffer, dataset, *, dense="conv", max_batches=None, report=None, atol=1e-3):
-    """Census of the flatbuffer's ops and Keras-vs-LCE parity on `dataset` ((x, y) or x batches).
-
-    Binary layers compute exactly in both; float layers differ in accumulation order, so a pre-sign value
-    within rounding of its threshold can flip one bit on one CPU and not on another. Parity is therefore
-    reported as top-1 agreement and the share of examples whose outputs agree within `atol`, next to the
-    worst difference.
-
-    `dense` says how the flatbuffer was exported (see `export_lce`): with "conv", binarized 2-D `Dense`
-    layers are expected as `LceBconv2d` too. Binarized `DepthwiseConv2D` layers (and `Dense` with "keep")
-    are listed as not converted: LCE has binary kernels only for 2D convolutions. The result joins
-    `report.export` when a binarization report is given.
-    """
-    from larq_compute_engine.tflite.python.interpreter import Interpreter
-
-    from bitat_tf.inputs import check_input_dataset
-
-    _check_model(model, "verify_export")
-    flatbuffer = _flatbuffer_bytes(flatbuffer)
-    check_input_dataset(dataset, model, what="verify_export: dataset")
-    ops = op_census(flatbuffer)
-    layers = binarized_layers(model)
-    convs = [l for l in layers if type(l) is larq.layers.QuantConv2D or (dense == "conv" and _is_binary_dense(l))]
-    not_converted = [f"{l.name} ({type(l).__name__}: LCE has no binary kernel for it)"
-                     for l in layers if l not in convs]
-    missing = len(convs) - ops.get("LceBconv2d", 0)
-    if missing > 0:
-        not_converted.append(f"{missing} of the binary convolutions (check that nothing sits between the sign "
-                             "and the convolution)")
-    interpreter = Interpreter(flatbuffer, num_threads=os.cpu_count() or 1)
-    diffs, agree, count = [], 0, 0
-    per_example = []
-    for batch in dataset.take(max_batches) if max_batches else dataset:
-        x = batch[0] if isinstance(batch, tuple) else batch
-        keras_out = model(x, training=False).numpy()
-        lce_out = np.asarray(interpreter.predict(x.numpy()))
-        worst = np.abs(keras_out - lce_out).reshape(len(keras_out), -1).max(axis=1)
-        per_example.append(worst)
-        diffs.append(float(worst.max()))
-        agree += int(np.sum(keras_out.argmax(-1) == lce_out.argmax(-1)))
-        count += len(keras_out)
-    if not count:
-        raise DatasetError("verify_export: dataset yielded no examples; pass a non-empty dataset of x or "
-                           "(x, y) batches.")
-    check = ExportCheck(dict(ops), len(convs), ops.get("LceBconv2d", 0), not_converted,
-                        max(diffs) if diffs else float("nan"), agree / count if count else float("nan"), count,
-                        len(flatbuffer), float(np.mean(np.concatenate(per_example) <= atol)), atol)
-    if report is not None:
-        report.export = check.to_dict()
-    return check
+    flatbuffer = converter.convert()
+    checks.check_runs(model, flatbuffer, runtime="tflite", compare=not converter.optimizations, what="export_tflite")
+    return _write(flatbuffer, path)
 
 
 def lce_latency_ms(flatbuffer, image, *, repeats=50, num_threads=1, warmup=5):
@@ -399,7 +289,7 @@ def lce_latency_ms(flatbuffer, image, *, repeats=50, num_threads=1, warmup=5):
 
     from larq_compute_engine.tflite.python.interpreter import Interpreter
 
-    interpreter = Interpreter(_flatbuffer_bytes(flatbuffer), num_threads=num_threads)
+    interpreter = Interpreter(flatbuffer_bytes(flatbuffer), num_threads=num_threads)
     for _ in range(warmup):
         interpreter.predict(image)
     times = []
@@ -436,6 +326,9 @@ def add_cli_arguments(parser):
     parser.add_argument("--calibration-data", help="as --verify-data, its training split (or all of a path): "
                                                    "the images int8 ranges are measured on")
     parser.add_argument("--data-dir")
+    parser.add_argument("--allow-float-fallback", action="store_true",
+                        help="write the LCE file even if binarized layers would run as float convolutions "
+                             "(a warning names them); without it the export fails and writes nothing")
 
 
 def _cli_data(value, split, model, data_dir):
@@ -456,8 +349,8 @@ def run_cli(args):
     model = load_saved_model(args.model)
     if args.format == "lce":
         calibration = args.int8 and _cli_data(args.calibration_data, "train", model, args.data_dir)
-        flatbuffer = export_lce(model, args.output, **(dict(int8_calibration=calibration, int8_layers=args.int8)
-                                                      if args.int8 else {}))
+        flatbuffer = export_lce(model, args.output, allow_float_fallback=args.allow_float_fallback,
+                                **(dict(int8_calibration=calibration, int8_layers=args.int8) if args.int8 else {}))
     else:
         flatbuffer = export_tflite(model, args.output)
     print(f"{args.output}: {len(flatbuffer)} bytes, ops {dict(op_census(flatbuffer))}")

@@ -5,6 +5,7 @@ import pytest
 
 import bitat_tf
 from bitat_tf import export
+from bitat_tf._compat import keras, tf
 from bitat_tf.errors import ConfigError
 
 CONFIG = dict(steps_per_layer=8, finetune_steps=4, max_groups=8, capture_rows=512, capture_batches=2,
@@ -37,6 +38,29 @@ def test_keras_and_lce_interpreter_agree(binary, flatbuffer, digits_ds):
     assert check.within_tolerance >= 0.98 and check.top1_agreement >= 0.98
     assert binary.report.to_dict()["export"]["lce_bconv2d"] == 3
     assert "top-1 agreement" in check.to_markdown()
+
+
+def _with_dead_channel(model, layer_names, channel=3):
+    """A copy of `model` in which one channel of each named layer has scale alpha = 0."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for name in layer_names:
+        alpha = copy.get_layer(name).kernel_quantizer.alpha
+        alpha.assign(tf.tensor_scatter_nd_update(alpha, [[channel]], [0.0]))
+    return copy
+
+
+def test_a_dead_channel_before_a_batchnorm_still_exports_as_lce_bconv2d(binary, digits_ds):
+    """The user's case: two of three layers with a channel of scale 0. Each is read by a BatchNormalization
+    alone, which absorbs the channel's constant exactly: three LceBconv2d, same outputs as the model given."""
+    model = _with_dead_channel(binary.model, ["block1_b", "block2_a"])
+    flatbuffer = export.export_lce(model)
+    ops = export.op_census(flatbuffer)
+    assert ops["LceBconv2d"] == 3 and "LceDequantize" not in ops and ops["CONV_2D"] == 1
+    check = export.verify_export(model, flatbuffer, digits_ds[1])
+    assert check.bconv_share == 1.0 and check.within_tolerance >= 0.98 and check.top1_agreement >= 0.98
+    assert model.get_layer("block1_b").kernel_quantizer.alpha.numpy()[3] == 0.0  # the model given is untouched
+    assert model.get_layer("block1_b_bn").gamma.numpy()[3] != 0.0
 
 
 def test_lce_flatbuffer_is_smaller_than_float_tflite(trained_cnn, flatbuffer, tmp_path):
@@ -125,7 +149,6 @@ def test_calibrated_int8_runs_the_head_in_int8_with_measured_ranges(binary, digi
     """int8_calibration puts the classifier (and the pooling before it) in int8 with ranges measured on the
     training data; the stem stays float and every binary conv stays LceBconv2d. The FakeQuant ranges are
     the measured extremes of each tensor."""
-    from bitat_tf._compat import tf
 
     train = tf.data.Dataset.from_tensor_slices((digits[0][:640], digits[1][:640])).batch(64)  # same batches twice
     test = digits_ds[1]
