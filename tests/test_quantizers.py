@@ -176,7 +176,8 @@ def _pushed_below_zero(optimizer):
 
 
 @pytest.mark.parametrize("optimizer", [lambda: keras.optimizers.SGD(1.0), lambda: keras.optimizers.legacy.SGD(1.0),
-                                       lambda: keras.optimizers.legacy.Adam(1.0)])
+                                       lambda: keras.optimizers.legacy.Adam(1.0)],
+                         ids=["SGD", "legacy-SGD", "legacy-Adam"])
 def test_an_optimizer_step_cannot_take_a_scale_to_zero_or_below(optimizer):
     """The legacy Adam is what the engine trains with; each applies the variable's constraint."""
     from bitat_tf.quantizers import MIN_SCALE
