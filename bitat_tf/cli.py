@@ -188,11 +188,11 @@ def build_parser():
 def main(argv=None):
     _prepare_environment()
     args = build_parser().parse_args(argv)
-    from bitat_tf.errors import BitatError
+    from bitat_tf.errors import BitatError, TrainingError
 
     try:
         return args.func(args)
-    except BitatError as err:
+    except (BitatError, TrainingError) as err:  # bad input, or a run that diverged: a message, no traceback
         print(f"bitat-tf: error: {err}", file=sys.stderr)
         return 2
 

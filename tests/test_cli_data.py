@@ -173,3 +173,16 @@ def test_cifar_augmentation_crops_the_padded_image_and_mirrors_it():
         found.append(matches[0])
     offsets = {o for i, j, _ in found for o in (i, j)}
     assert {0, 8} <= offsets and {m for *_, m in found} == {False, True}
+
+
+def test_a_run_that_diverges_ends_with_a_message_and_exit_code_2_not_a_traceback(tmp_path, capsys, monkeypatch):
+    """TrainingError is a RuntimeError, not a BitatError: the command line must still report it plainly."""
+    from bitat_tf import cli
+    from bitat_tf.errors import TrainingError
+
+    def diverge(args):
+        raise TrainingError("training diverged during block1 quantize (loss nan); lower the learning rate")
+
+    monkeypatch.setattr(cli, "run_binarize", diverge)
+    assert main(["binarize", str(_model(tmp_path)), "--data", "unused.npz", *FAST]) == 2
+    assert "bitat-tf: error: training diverged" in capsys.readouterr().err
