@@ -2,6 +2,7 @@
 
     python benchmarks/starvation.py                                   # bitat and sequential, x1,4,16,64
     python benchmarks/starvation.py --methods bitat --factors 1,4     # a subset (resumes what is on disk)
+    python benchmarks/starvation.py --factors 16,64 --blocks 1        # long budgets on the first block only
     python benchmarks/starvation.py --summary-only                    # JSON and PNG from the runs on disk
 
 Standard mode's model, data and full-precision start point (`benchmarks/run.py`; the checkpoint is trained
@@ -70,7 +71,8 @@ def run_settings(args, method, factor):
 
 
 def _path(args, method, factor):
-    return os.path.join(args.out, f"{method}_x{factor:g}.json")
+    suffix = "" if args.blocks == 3 else f"_b{args.blocks}"  # runs of the default 3 blocks keep short names
+    return os.path.join(args.out, f"{method}_x{factor:g}{suffix}.json")
 
 
 # ---- worker: one (method, factor) in its own process -------------------------------------------------------
@@ -96,7 +98,8 @@ def worker(args):
         blocks=chosen_blocks, keep_full_precision=above, evaluate_every="layer",
         capture_batches=mode["capture_batches"], bn_recalibration_batches=mode["bn_recalibration_batches"],
         seed=args.seed)
-    checkpoints = os.path.join(ROOT, "runs", "checkpoints", "starvation", f"{method}_x{float(factor):g}")
+    checkpoints = os.path.join(ROOT, "runs", "checkpoints", "starvation",
+                               os.path.basename(_path(args, method, float(factor)))[:-5])
     start = time.time()
     result = bitat_tf.binarize(model, train, validation_data=val, config=config, checkpoint_dir=checkpoints,
                                verbose=1)
@@ -151,13 +154,11 @@ def write_summary(args):
             runs.setdefault(record["settings"]["method"], []).append(record)
     curves = {}
     for method, records in runs.items():
-        records.sort(key=lambda r: r["settings"]["factor"])
+        records.sort(key=lambda r: (r["settings"]["factor"], r["settings"]["blocks"]))
         curves[method] = [_point(r) for r in records]
     summary = {"what": "validation top-1 after each of the first blocks, the paper's pass at factor x the "
                        "standard per-layer steps", "curves": curves, "labels": {m: LABELS[m] for m in curves},
-               "command": "python benchmarks/starvation.py --methods " + ",".join(curves) + " --factors " +
-                          ",".join(sorted({f"{p['factor']:g}" for c in curves.values() for p in c},
-                                          key=float)),
+               "command": _commands(curves),
                **runinfo.provenance()}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "starvation.json"), "w") as f:
@@ -172,11 +173,24 @@ def write_summary(args):
     return summary
 
 
+def _commands(curves):
+    """The commands that regenerate the runs on disk: one per number of blocks, with its methods and factors."""
+    groups = {}
+    for method, points in curves.items():
+        for p in points:
+            group = groups.setdefault(p["blocks"], ({}, set()))
+            group[0][method] = None
+            group[1].add(p["factor"])
+    return "; ".join(f"python benchmarks/starvation.py --methods {','.join(methods)} --factors "
+                     f"{','.join(f'{f:g}' for f in sorted(factors))}" + ("" if blocks == 3 else f" --blocks {blocks}")
+                     for blocks, (methods, factors) in sorted(groups.items(), reverse=True))
+
+
 def _point(record):
     figures, settings = record["figures"], record["settings"]
     after = [b["val_accuracy"] for b in figures["per_block"]]
     drops = [before - now for before, now in zip([figures["fp_val_accuracy"]] + after, after)]
-    return {"factor": settings["factor"], "steps_per_layer": settings["steps_per_layer"],
+    return {"factor": settings["factor"], "blocks": settings["blocks"], "steps_per_layer": settings["steps_per_layer"],
             "finetune_steps": settings["finetune_steps"], "optimizer_steps": figures["optimizer_steps"],
             "seconds": figures["seconds"], "fp_val_accuracy": figures["fp_val_accuracy"],
             "val_after_block": after, "drop_per_block": drops,
@@ -197,9 +211,9 @@ def plot(summary, path):
             left.plot(range(0, len(p["val_after_block"]) + 1),
                       [100 * p["fp_val_accuracy"]] + [100 * a for a in p["val_after_block"]], style, marker="o",
                       label=f"{method} x{p['factor']:g}")
-        blocks = len(points[0]["drop_per_block"])
-        for b in range(blocks):
-            right.plot([p["factor"] for p in points], [100 * p["drop_per_block"][b] for p in points], style,
+        for b in range(max(len(p["drop_per_block"]) for p in points)):  # runs may cover fewer blocks
+            have = [p for p in points if len(p["drop_per_block"]) > b]
+            right.plot([p["factor"] for p in have], [100 * p["drop_per_block"][b] for p in have], style,
                        marker="o", label=f"{method}, block {b + 1}")
     left.set_xlabel("blocks binarized (0 = full precision)")
     left.set_ylabel("validation top-1 (%)")

@@ -216,3 +216,19 @@ def test_regime_page_derives_time_from_steps_at_the_1x_step_times_and_names_each
     assert [(r["budget"], r["leader"]) for r in page["leaders"]] == [(1.0, "reactnet"), (4.0, "bitat")]
     assert page["leaders"][1]["lead_points"] == pytest.approx(2.0)
     assert "ste_kd" not in page["curves"]
+
+
+def test_starvation_runs_on_fewer_blocks_sit_beside_the_three_block_runs_with_their_own_command(tmp_path):
+    args = starvation.parse_args(["--out", str(tmp_path), "--scale", "2"])
+    one = starvation.parse_args(["--out", str(tmp_path), "--scale", "2", "--blocks", "1"])
+    assert starvation._path(args, "bitat", 16.0) != starvation._path(one, "bitat", 16.0)
+    for a, after in ((args, [0.5, 0.4, 0.3]), (one, [0.6])):
+        record = {"settings": starvation.run_settings(a, "bitat", 16.0), "figures": {
+            "fp_val_accuracy": 0.7, "seconds": 1.0, "optimizer_steps": 1,
+            "per_block": [{"val_accuracy": v, "task_loss_end_of_quantize": [1.0]} for v in after]}}
+        with open(starvation._path(a, "bitat", 16.0), "w") as f:
+            json.dump(record, f)
+    summary = starvation.write_summary(args)
+    assert [len(p["val_after_block"]) for p in summary["curves"]["bitat"]] == [1, 3]
+    assert summary["command"] == ("python benchmarks/starvation.py --methods bitat --factors 16; "
+                                  "python benchmarks/starvation.py --methods bitat --factors 16 --blocks 1")
