@@ -64,6 +64,9 @@ class EndToEndConfig:
         _check(steps is None or (_is_int(steps) and steps >= 0), "steps", steps, "None or an integer >= 0", name)
         if (steps if steps is not None else epochs) == 0:
             raise ConfigError(f"{name}: the training budget is zero; set epochs > 0 or steps > 0.")
+        if method == "reactnet" and steps == 1:
+            raise ConfigError(f"{name}: method='reactnet' trains in two phases of at least one optimizer step each, "
+                              "and steps=1 gives one of them none; set steps >= 2.")
         learning_rate = DEFAULT_LEARNING_RATES.get(method) if learning_rate is None else learning_rate
         _check(_is_real(learning_rate) and 0 < learning_rate < 1, "learning_rate", learning_rate,
                "a number in (0, 1)", name)
@@ -103,11 +106,11 @@ def _larq_ste(layer):
 class EndToEndRun(Engine):
     """One baseline run on the same engine as BiTAT's driver."""
 
-    def __init__(self, model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose):
+    def __init__(self, model, plan, dataset, validation_data, config, steps_per_epoch, task, verbose):
         if steps_per_epoch is None and config.steps is None:
             raise ConfigError("the dataset repeats forever, so an epoch budget is undefined: set "
                               "EndToEndConfig(steps=...).")
-        super().__init__(model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose,
+        super().__init__(model, plan, dataset, validation_data, config, steps_per_epoch, task, verbose,
                          quantizers=_larq_ste if config.quantizers == "larq_ste" else None)
         self.original = model
         self.rows = {p.name: report_lib.LayerReport(p.name, p.type, p.binarize, p.reason) for p in plan.layers}
@@ -132,6 +135,8 @@ class EndToEndRun(Engine):
         config, start = self.config, time.time()
         tf.keras.utils.set_random_seed(config.seed)
         total = self.steps(config.steps, config.epochs)
+        if config.method == "reactnet":
+            total = max(total, 2)  # a fraction of an epoch rounds up to a step in each of its two phases
         # Larq's ste_sign makes the working model binary from the start; BiTAT's quantizers start switched
         # off, so the working model is the user's and its (run-long) test step measures it.
         fp_accuracy = self.evaluate_model(self.original) if config.quantizers == "larq_ste" else None
@@ -160,7 +165,8 @@ class EndToEndRun(Engine):
         report = report_lib.Report(
             layers=list(self.rows.values()), config=config.get_config(), fp_accuracy=fp_accuracy,
             binary_accuracy=binary_accuracy, accuracy_split=self.split, seconds=seconds,
-            larq_summary=report_lib.larq_summary(self.working), timing=timing_summary(self.timing, seconds))
+            larq_summary=report_lib.larq_summary(self.working), timing=timing_summary(self.timing, seconds),
+            task=self.task.describe())
         self.say(f"bitat_tf baseline {config.method!r}: accuracy full precision {fp_accuracy:.4f} -> binary "
                  f"{report.binary_accuracy:.4f} ({self.split}); {clock(report.seconds)}")
         return BinarizeResult(self.working, report, self.history)

@@ -32,7 +32,7 @@ import numpy as np
 from bitat_tf import capture, gating, graph, segments
 from bitat_tf._compat import keras, tf
 from bitat_tf.errors import ConfigError, DatasetError, TrainingError
-from bitat_tf.inputs import resolve_loss
+from bitat_tf.outputs import Task, interpret
 from bitat_tf.quantizers import ThresholdSign
 from bitat_tf.training import BitatTrainer, StageCosine, assigner, variable_ref
 from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2  # after _compat
@@ -71,14 +71,17 @@ class PhaseTiming:
 class Engine:
     """Working model, budgets, the compiled trainer, evaluation, BatchNorm recalibration, progress, timing."""
 
-    def __init__(self, model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose, *,
+    def __init__(self, model, plan, dataset, validation_data, config, steps_per_epoch, task, verbose, *,
                  quantizers=None):
         self.plan, self.config, self.verbose = plan, config, verbose
         self.dataset, self.steps_per_epoch = dataset, steps_per_epoch
         self.eval_data = validation_data if validation_data is not None else dataset.take(8)
         self.split = "validation" if validation_data is not None else "train (first 8 batches)"
-        self.loss = resolve_loss(model, config, sparse)
-        self.from_logits = getattr(self.loss, "get_config", lambda: {})().get("from_logits", True)
+        # What the outputs are, what trains them, the labels and the accuracy (`outputs.Task`); read here
+        # when the caller has not (a run built directly passes a bool).
+        self.task = task if isinstance(task, Task) else interpret(model, dataset.element_spec[1].shape,
+                                                                  loss=config.loss)
+        self.loss = self.task.loss
         self.teacher = frozen_copy(model) if config.distill_weight > 0 else None
         self.working = graph.to_larq(model, plan, quantizers=quantizers)
         self.history, self.timing = {}, []
@@ -100,7 +103,8 @@ class Engine:
 
     # ---- budgets and messages ------------------------------------------------------------------------
     def steps(self, steps, epochs):
-        """A phase's optimizer steps: `steps` when given, else `epochs` of the dataset."""
+        """A phase's optimizer steps: `steps` when given, else `epochs` of the dataset, at least one (0 epochs:
+        none); a fraction of an epoch of a small dataset would otherwise round to no training at all."""
         if steps is not None:
             return int(steps)
         if not epochs:
@@ -109,7 +113,7 @@ class Engine:
             raise ConfigError(f"the dataset repeats forever, so a budget of {epochs:g} epochs is undefined; give "
                               "the phase's budget in steps (steps_per_layer, finetune_steps, "
                               "final_finetune_steps) or pass a finite dataset.")
-        return int(round(epochs * self.steps_per_epoch))
+        return max(1, int(round(epochs * self.steps_per_epoch)))
 
     def say(self, text):
         if self.verbose:
@@ -139,17 +143,15 @@ class Engine:
                 layer.trainable = True  # one fixed list of variables; stages choose with masks
             self._norms, self._gates, self._segments = controls.norms, controls.gates, controls.segments
             self._trainer = BitatTrainer(self.working, penalty=penalty, teacher=self.teacher,
-                                         distill_weight=self.config.distill_weight, from_logits=self.from_logits,
+                                         distill_weight=self.config.distill_weight, task=self.task,
                                          segments=self._segments)
             self._schedule = StageCosine()
-            self._trainer.compile(optimizer=_adam(self._schedule), loss=self.loss, metrics=["accuracy"])
+            self._trainer.compile(optimizer=_adam(self._schedule), loss=self.loss, metrics=[self.task.metric()])
             # Create Adam's slots now: a variable created inside the first trace makes TensorFlow trace
             # the step a second time.
             self._trainer.optimizer._create_all_weights(self._trainer.trainable_variables)
             _build_compiled_metrics(self._trainer, self.dataset.element_spec)  # the same, for Keras' metrics
-            # The accuracy function Keras chose for these labels and outputs (sparse, categorical, binary).
-            self._accuracy = next(m for m in self._trainer.compiled_metrics.metrics
-                                  if m.name == "accuracy").get_config()["fn"]
+            self._accuracy = self.task.accuracy  # Keras' for these labels and outputs (sparse, categorical, binary)
             # One compiled forward for captures (inference mode) and recalibration (training mode): the
             # model's output and the inputs of the layers to binarize.
             self._forward = _forward_with_inputs(self.working, self.plan.binarized, self.dataset.element_spec)
@@ -230,7 +232,10 @@ class Engine:
             if step > steps - window:
                 self._average_into_moving_statistics(step - (steps - window) - 1)
             t0 = time.perf_counter()
-            logs = train_function(iterator)
+            try:
+                logs = train_function(iterator)
+            except tf.errors.InvalidArgumentError as err:  # the step's label check names the batch
+                raise self.task.step_error(err, self.batches_drawn["train"], self.steps_per_epoch, label) or err
             durations.append(time.perf_counter() - t0)
             self.batches_drawn["train"] += 1
             if step % chunk and step != steps:
@@ -284,9 +289,9 @@ class Engine:
         """Accuracy of the working model on the evaluation data (inference mode).
 
         The run's compiled forward (traced once, shared with captures and recalibration) computes the
-        outputs and Keras' own accuracy function for them (the one `compile(metrics=["accuracy"])` chose
-        for these labels and outputs) scores them, averaged over the examples (weighted by sample weights
-        when the data has them). A Keras test step would be one more trace a run (~1 s of the standard
+        outputs and the task's accuracy function (Keras' for these labels and outputs, `outputs.Task`) scores
+        them, averaged over the examples (weighted by sample weights when the data has them); each batch's
+        labels are checked first. A Keras test step would be one more trace a run (~1 s of the standard
         run's first evaluation), and `Model.evaluate` would also build a data handler, callbacks and a
         progress bar at every call.
         """
@@ -295,6 +300,8 @@ class Engine:
         count = len(tf.nest.flatten(structure))
         for batch in self.eval_data:
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+            self.task.check_batch(y, "validation_data" if self.split == "validation" else "dataset",
+                                  f"batch {batches + 1}")
             outputs = self._forward(x, tf.constant(False))[:count]
             y_pred = outputs[0] if count == 1 else tf.nest.pack_sequence_as(structure, outputs)
             correct = tf.cast(self._accuracy(y, y_pred), tf.float64)
@@ -398,7 +405,7 @@ class Engine:
     def evaluate_model(self, model):
         """Accuracy of another model (the user's full-precision one) on the evaluation data."""
         trainer = BitatTrainer(model)
-        trainer.compile(loss=self.loss, metrics=["accuracy"])
+        trainer.compile(loss=self.loss, metrics=[self.task.metric()])
         return float(trainer.evaluate(self.eval_data, verbose=0, return_dict=True)["accuracy"])
 
     def recalibrate(self, after=-1, *, done=0, capture_layers=()):
@@ -468,15 +475,17 @@ class Engine:
 
 
 def timing_summary(timing, wall_seconds):
-    """Per phase kind (a stage's "quantize" or "fine-tune above", else the phase's label): steps, median
-    seconds a step, seconds; the overhead, wall time minus steps x seconds a step over all phases; and the
-    part of it spent in the first phase beyond its steps (tracing the train step, once a run).
+    """The optimizer steps of every phase that trained (`phase_steps`, by label); per phase kind (a stage's
+    "quantize" or "fine-tune above", else the phase's label): steps, median seconds a step, seconds; the
+    overhead, wall time minus steps x seconds a step over all phases; and the part of it spent in the first
+    phase beyond its steps (tracing the train step, once a run).
 
     `outside_steps_seconds` is wall time minus the time the steps took (the warm-up steps at the median):
     the overhead less the steps slower than the median, which on a shared host come in periods of
     hundreds of steps (a busy neighbour), not from the engine."""
-    phases = {}
+    phases, phase_steps = {}, {}
     for t in timing:
+        phase_steps[t.phase] = phase_steps.get(t.phase, 0) + t.steps
         kind = next((k for k in _STAGE_PHASES if t.phase.endswith(" " + k)), t.phase)
         row = phases.setdefault(kind, {"steps": 0, "training_seconds": 0.0, "seconds": 0.0})
         row["steps"] += t.steps
@@ -489,7 +498,7 @@ def timing_summary(timing, wall_seconds):
     # step, paid once a run; part of the overhead.
     first = timing[0].seconds - timing[0].training_seconds if timing else 0.0
     in_steps = sum(t.step_seconds for t in timing)
-    return {"phases": phases, "training_seconds": trained, "wall_seconds": wall_seconds,
+    return {"phases": phases, "phase_steps": phase_steps, "training_seconds": trained, "wall_seconds": wall_seconds,
             "overhead_seconds": wall_seconds - trained, "first_phase_extra_seconds": first,
             "outside_steps_seconds": wall_seconds - in_steps}
 

@@ -1,4 +1,4 @@
-"""Checks of what users pass in (datasets against the model, paths, verbosity), and the task loss.
+"""Checks of what users pass in (datasets against the model, paths, verbosity).
 
 Every check raises a `BitatError` subclass that names the argument, what it got and what to do, before
 anything is written or trained.
@@ -8,16 +8,20 @@ import os
 
 import numpy as np
 
+from bitat_tf import outputs
 from bitat_tf._compat import keras, tf
 from bitat_tf.errors import ConfigError, DatasetError
 
 
-def check_dataset(dataset, model, *, what="dataset"):
+def check_dataset(dataset, model, *, what="dataset", loss=None, task=None):
     """Validate a `tf.data.Dataset` of `(x, y)` or `(x, y, sample_weight)` batches against `model`.
 
+    The model's task (`outputs.interpret`, with `loss` as the loss to train with) decides what labels fit;
+    the first batch's are checked here, every batch's in the train step and in evaluation. With `task`
+    (validation data), the labels must be encoded as that task's.
+
     # Returns
-        (steps_per_epoch, sparse): batches in one pass (None if infinite) and whether labels are class
-        indices (else one-hot / dense targets).
+        (steps_per_epoch, task): batches in one pass (None if infinite) and the `outputs.Task`.
     """
     if not isinstance(dataset, tf.data.Dataset):
         raise DatasetError(f"{what} must be a tf.data.Dataset of (x, y) batches, got {type(dataset).__name__}."
@@ -40,8 +44,41 @@ def check_dataset(dataset, model, *, what="dataset"):
     x, y = first[0], first[1]
     if not np.all(np.isfinite(np.asarray(x, dtype=np.float64))):
         raise DatasetError(f"{what} contains NaN or infinite inputs in its first batch; clean or filter it.")
-    sparse = _check_labels(y, y_spec, model, what)
-    return _steps(dataset, what), sparse
+    if task is None:
+        task = outputs.interpret(model, y.shape, loss=loss, what=what)
+    elif outputs.interpret(model, y.shape, loss=task.loss, what=what).labels != task.labels:
+        raise DatasetError(f"{what} labels (shape {tuple(y.shape)}) are not encoded as the training labels "
+                           f"({task.describe()['labels']}); encode both datasets the same way.")
+    task.check_batch(y, what)
+    return _steps(dataset, what), task
+
+
+def with_data_input_size(model, dataset):
+    """`model`, or a copy whose input takes the size the dataset's inputs have where the model leaves it open.
+
+    Captures and the transforms are sized from layer shapes, so a model built on `Input((None, None, 3))`
+    is binarized at the (fixed) size of its data: the copy shares nothing with `model` (weights copied),
+    and the binary model takes inputs of that size. Inputs of open size in the data too are refused.
+    """
+    if not isinstance(model, keras.Model) or len(model.inputs) != 1 or not isinstance(dataset, tf.data.Dataset):
+        return model  # the checks answer these
+    spec = dataset.element_spec
+    x_spec = spec[0] if isinstance(spec, tuple) else spec
+    wanted = tuple(model.input_shape[1:])
+    if None not in wanted or not isinstance(x_spec, tf.TensorSpec) or x_spec.shape.rank != len(wanted) + 1:
+        return model
+    got = tuple(x_spec.shape[1:])
+    if any(w is None and g is None for w, g in zip(wanted, got)):
+        raise DatasetError(f"the model's input has shape (batch, {', '.join(map(str, wanted))}) and the dataset's "
+                           f"inputs {tuple(x_spec.shape)}: bitat_tf sizes its captures from layer shapes, so it "
+                           "needs one input size. Resize the inputs in a dataset.map (e.g. tf.image.resize(x, "
+                           "(224, 224))), or rebuild the model on a fixed keras.Input shape.")
+    if any(w is not None and w != g for w, g in zip(wanted, got)):
+        return model  # a mismatch: check_dataset says so
+    fixed = keras.models.clone_model(model, input_tensors=keras.Input(got, dtype=model.inputs[0].dtype,
+                                                                        name=model.inputs[0].name.split(":")[0]))
+    fixed.set_weights(model.get_weights())
+    return fixed
 
 
 def check_input_dataset(dataset, model, *, what="dataset"):
@@ -75,26 +112,6 @@ def _check_dtype(spec, what, expected):
         raise DatasetError(f"{what} are of dtype {dtype.name}; bitat_tf needs {expected}. Convert them in a "
                            "dataset.map, e.g. with tf.cast(..., tf.int32) for bool labels or a lookup table "
                            "from class names to indices for string labels.")
-
-
-def _check_labels(y, y_spec, model, what):
-    outputs = model.output_shape[-1]
-    out_rank = len(model.output_shape)
-    if y.shape.rank == out_rank and y.shape[-1] == outputs and outputs > 1:
-        return False  # one-hot or dense targets
-    if y.shape.rank not in (1, out_rank - 1) and not (y.shape.rank == out_rank and y.shape[-1] == 1):
-        raise DatasetError(f"{what} labels have shape {tuple(y.shape)}, which fits neither class indices "
-                           f"(batch,) nor one-hot (batch, {outputs}) for a model with outputs "
-                           f"{model.output_shape}.")
-    if not (y.dtype.is_integer or np.all(np.mod(np.asarray(y), 1) == 0)):
-        raise DatasetError(f"{what} labels are {y.dtype.name} values that are not class indices; pass integer "
-                           "class indices or one-hot vectors.")
-    labels = np.asarray(y)
-    if outputs > 1 and (labels.min() < 0 or labels.max() >= outputs):
-        raise DatasetError(f"{what} labels range over [{labels.min()}, {labels.max()}] but the model has "
-                           f"{outputs} outputs (classes 0..{outputs - 1}); remap the labels or change the "
-                           "classifier.")
-    return True
 
 
 def check_verbose(verbose):
@@ -173,19 +190,3 @@ def _steps(dataset, what):
     if cardinality == 0:
         raise DatasetError(f"{what} is empty; pass a dataset with at least one batch.")
     return cardinality
-
-
-def resolve_loss(model, config, sparse):
-    """The task loss: config.loss, else the model's compiled loss, else a crossentropy that fits."""
-    if config.loss is not None:
-        return keras.losses.get(config.loss)
-    compiled = getattr(model, "loss", None)
-    if compiled is not None and not isinstance(compiled, (dict, list)):
-        return keras.losses.get(compiled) if isinstance(compiled, str) else compiled
-    activation = getattr(model.layers[-1], "activation", None)
-    probs = activation in (keras.activations.softmax, keras.activations.sigmoid)
-    if model.output_shape[-1] == 1:
-        raise ConfigError("the model has one output unit; pass config.loss (e.g. 'binary_crossentropy' or "
-                          "'mse') since the task loss cannot be guessed.")
-    cls = keras.losses.SparseCategoricalCrossentropy if sparse else keras.losses.CategoricalCrossentropy
-    return cls(from_logits=not probs)

@@ -11,14 +11,14 @@ For each block, bottom to top, for each binarized layer of the block:
 import itertools
 import time
 
-from bitat_tf import capture, graph, nesting, report as report_lib, transforms
+from bitat_tf import capture, graph, nesting, outputs, report as report_lib, transforms
 from bitat_tf._compat import is_keras3_model, keras, tf
 from bitat_tf.baselines import EndToEndConfig, EndToEndRun
 from bitat_tf.checkpoint import Checkpointer, PhaseCheckpointer, fingerprint
 from bitat_tf.config import BinarizeConfig
 from bitat_tf.engine import BinarizeResult, Engine, clock, seed_host, timing_summary
 from bitat_tf.errors import ConfigError, UnsupportedModelError
-from bitat_tf.inputs import check_checkpoint_dir, check_dataset, check_verbose
+from bitat_tf.inputs import check_checkpoint_dir, check_dataset, check_verbose, with_data_input_size
 
 
 def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_dir=None, verbose=1):
@@ -27,7 +27,8 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
     # Arguments
         model: a built tf_keras Functional or Sequential model (a Keras 3 model of common layers is
             converted first). It is never modified.
-        dataset: a `tf.data.Dataset` of `(x, y)` batches (class indices or one-hot), preferably shuffled.
+        dataset: a `tf.data.Dataset` of `(x, y)` batches, preferably shuffled; labels as the model's loss
+            takes them (class indices, one-hot, or 0/1 for a sigmoid), every batch's checked.
         validation_data: a dataset of the same kind; accuracy after every layer is measured on it (on a
             few training batches when absent).
         config: a `BinarizeConfig` (defaults otherwise).
@@ -38,7 +39,8 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
 
     # Returns
         A `BinarizeResult` with `.model` (Larq quantized layers carrying `ScaledSign` weights and
-        `ThresholdSign` inputs), `.report` and `.history`.
+        `ThresholdSign` inputs; a model whose input size was open takes the dataset's), `.report` (with
+        what was read from the model, `report.task`, and each phase's optimizer steps) and `.history`.
 
     # References
         - BiTAT: Neural Network Binarization with Task-dependent Aggregated Transformation
@@ -51,15 +53,18 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
     verbose = check_verbose(verbose)
     if checkpoint_dir is not None:
         checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
+    compiled_loss = outputs.compiled_loss(model)  # conversion and flattening drop it
     model = _as_tf_keras(model)
     if isinstance(model, keras.Model) and nesting.has_nested_models(model):
         model = nesting.flatten(model)  # outputs checked equal; layers named by their nested path
+    model = with_data_input_size(model, dataset)  # an input of open size takes the data's
     plan = graph.make_plan(model, config)
-    steps_per_epoch, sparse = check_dataset(dataset, model)
+    loss = compiled_loss if config.loss is None else config.loss
+    steps_per_epoch, task = check_dataset(dataset, model, loss=loss)
     if validation_data is not None:
-        check_dataset(validation_data, model, what="validation_data")
+        check_dataset(validation_data, model, what="validation_data", task=task)
     if isinstance(config, EndToEndConfig):
-        run = EndToEndRun(model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose)
+        run = EndToEndRun(model, plan, dataset, validation_data, config, steps_per_epoch, task, verbose)
         if checkpoint_dir is not None:  # a checkpoint at the end of every epoch of each phase
             run.phase_checkpoints = PhaseCheckpointer(checkpoint_dir, fingerprint(model, config, plan))
         return run.execute()
@@ -68,7 +73,7 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
         raise ConfigError("the dataset repeats forever, so epoch budgets are undefined: set "
                           "steps_per_layer, finetune_steps (and final_finetune_steps for a last phase) in "
                           "BinarizeConfig.")
-    run = _Run(model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose)
+    run = _Run(model, plan, dataset, validation_data, config, steps_per_epoch, task, verbose)
     checkpointer = Checkpointer(checkpoint_dir, model, config, plan) if checkpoint_dir else None
     if checkpointer:  # inside the warm-up and the last phase too, at the end of every epoch
         run.phase_checkpoints = PhaseCheckpointer(checkpoint_dir, checkpointer.fingerprint)
@@ -88,8 +93,8 @@ def _as_tf_keras(model):
 class _Run(Engine):
     """One BiTAT run: Algorithm 1 on top of the engine, with the per-block transforms and report rows."""
 
-    def __init__(self, model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose):
-        super().__init__(model, plan, dataset, validation_data, config, steps_per_epoch, sparse, verbose)
+    def __init__(self, model, plan, dataset, validation_data, config, steps_per_epoch, task, verbose):
+        super().__init__(model, plan, dataset, validation_data, config, steps_per_epoch, task, verbose)
         self.blocks = {}  # block index -> transforms.BlockState
         self.rows = {p.name: report_lib.LayerReport(p.name, p.type, p.binarize, p.reason) for p in plan.layers}
         self.elapsed = 0.0
@@ -215,7 +220,8 @@ class _Run(Engine):
         report = report_lib.Report(
             layers=list(self.rows.values()), config=self.config.get_config(), fp_accuracy=fp_accuracy,
             binary_accuracy=binary_accuracy, accuracy_split=self.split, seconds=seconds,
-            larq_summary=report_lib.larq_summary(self.working), timing=timing_summary(self.timing, seconds))
+            larq_summary=report_lib.larq_summary(self.working), timing=timing_summary(self.timing, seconds),
+            task=self.task.describe())
         self.say(f"bitat_tf: accuracy full precision {fp_accuracy:.4f} -> binary {report.binary_accuracy:.4f}"
                  f" ({self.split}); {clock(report.seconds)}, overhead {report.timing['overhead_seconds']:.0f}s")
         return BinarizeResult(self.working, report, self.history)
@@ -261,7 +267,8 @@ class _Run(Engine):
     def _final_steps(self):
         config = self.config
         if config.final_finetune_steps is None and config.final_finetune_epochs == "pass":
-            return round(config.final_pass_multiple * self.pass_steps())
+            steps = round(config.final_pass_multiple * self.pass_steps())
+            return max(steps, 1) if config.final_pass_multiple > 0 else 0  # a multiple of 0: no last phase
         return self.steps(config.final_finetune_steps, config.final_finetune_epochs)
 
     def final_phase(self):

@@ -38,6 +38,7 @@ class Report:
     larq_summary: str = None
     export: dict = None  # filled by bitat_tf.verify_export
     timing: dict = None  # per phase: steps, seconds per step; overhead = wall - steps x seconds per step
+    task: dict = None  # what was read from the model: outputs, loss, labels, the accuracy (outputs.Task)
 
     @property
     def transform_params(self):
@@ -80,6 +81,12 @@ class Report:
             f"{_fmt(self.unaggregated_params)} ({_pct(ratio)})",
             f"- binarization time: {_fmt(self.seconds)} s",
         ]
+        if self.task:
+            t = self.task
+            lines.append(f"- task: {t['output']} ({t['units']} units, from {t['read_from']}), loss {t['loss']}, "
+                         f"labels {t['labels']}; accuracy is {t['accuracy']}")
+        if self.timing and self.timing.get("phase_steps") is not None:
+            lines.append(f"- optimizer steps: {_steps_line(self.timing['phase_steps'])}")
         if self.larq_summary:
             lines += ["", "```", self.larq_summary.strip(), "```"]
         return "\n".join(lines)
@@ -93,6 +100,22 @@ def larq_summary(model):
     with redirect_stdout(buffer):
         larq.models.summary(model, print_fn=print)
     return buffer.getvalue()
+
+
+def _steps_line(phase_steps):
+    """Steps per phase, a stage's phases grouped by kind: "quantize 3 phases x 1, final end-to-end 35"."""
+    kinds = {}
+    for phase, steps in phase_steps.items():
+        kind = next((k for k in ("quantize", "fine-tune above") if phase.endswith(" " + k)), phase)
+        kinds.setdefault(kind, []).append(steps)
+    parts = []
+    for kind, steps in kinds.items():
+        if len(steps) == 1:
+            parts.append(f"{kind} {steps[0]}")
+        else:
+            low, high = min(steps), max(steps)
+            parts.append(f"{kind} {len(steps)} phases x {low if low == high else f'{low}-{high}'}")
+    return ", ".join(parts) or "none"
 
 
 def _per_block_max(layers, field):

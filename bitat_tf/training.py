@@ -7,6 +7,7 @@ buffers, the quantizer switches), so the engine traces the step once per run.
 """
 
 from bitat_tf._compat import keras, tf
+from bitat_tf.outputs import softmax_kl
 from bitat_tf.quantizers import select
 
 TERMS = ("quant", "l1", "reg")
@@ -26,7 +27,10 @@ class BitatTrainer(keras.Model):
             `(1 - distill_weight) * task + distill_weight * KL(teacher || student)`.
         distill_weight: in [0, 1]; 0 leaves the task loss alone. `set_distillation(False)` switches the
             term off (and the teacher's forward pass with it) from the next step on, without a new trace.
-        from_logits: whether the models output logits (else probabilities), for the distillation term.
+        task: the `outputs.Task` of the model: the distillation term is its divergence (KL over a
+            softmax's classes, or per sigmoid unit, from logits or probabilities), and every batch's labels
+            are checked against it before the loss reads them. None: outputs are softmax logits, labels
+            unchecked.
         segments: a `segments.Segments` of `model`: the backward pass runs segment by segment and skips
             the segments below every variable that trains (`Segments.set`); the same gradients.
 
@@ -36,13 +40,14 @@ class BitatTrainer(keras.Model):
     """
 
     def __init__(self, model, *, penalty=None, weights=None, teacher=None, distill_weight=0.0,
-                 from_logits=True, segments=None, **kwargs):
+                 task=None, segments=None, **kwargs):
         super().__init__(**kwargs)
         self.inner = model
         object.__setattr__(self, "segments", segments)  # read, not owned: not tracked
         self.penalty = penalty
         self.teacher = teacher if distill_weight > 0 else None
-        self.distill_weight, self.from_logits = float(distill_weight), from_logits
+        self.distill_weight = float(distill_weight)
+        object.__setattr__(self, "task", task)  # read, not owned: not tracked
         weights = dict(weights or {})
         object.__setattr__(self, "_term_weights", {
             t: tf.Variable(float(weights.get(t, 0.0)), trainable=False, name=f"{t}_weight") for t in TERMS})
@@ -83,6 +88,8 @@ class BitatTrainer(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if self.task is not None:
+            y = self.task.checked(y)  # a label out of range stops the run here, not in the loss's kernel
         with tf.GradientTape() if self.segments is None else self.segments.recording() as tape:
             y_pred = self(x, training=True)
             task = self.compiled_loss(y, y_pred, sample_weight, regularization_losses=self.losses)
@@ -120,11 +127,9 @@ class BitatTrainer(keras.Model):
         only while distilling; its output is a constant for the tape, so no gradient op is built for it)."""
         target = tf.stop_gradient(tf.cond(self._distilling, lambda: self.teacher(x, training=False),
                                           lambda: tf.zeros_like(y_pred)))
-        if self.from_logits:
-            log_p, log_q = tf.nn.log_softmax(target), tf.nn.log_softmax(y_pred)
-        else:
-            log_p, log_q = (tf.math.log(tf.clip_by_value(t, 1e-7, 1.0)) for t in (target, y_pred))
-        return tf.reduce_mean(tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1))
+        if self.task is None:
+            return softmax_kl(tf.cast(target, tf.float32), tf.cast(y_pred, tf.float32), logits=True)
+        return self.task.divergence(target, y_pred)
 
 
 def _latent(variable):

@@ -28,7 +28,7 @@ Y = np.arange(32) % 10
     (_ds(X), "not \\(x, y\\) pairs.*labels"),
     (_ds(X[:0], Y[:0]), "empty"),
     (_ds(np.zeros((32, 9, 9, 1), "float32"), Y), "shape.*expects"),
-    (_ds(X, Y + 5), "labels range over \\[5, 14\\].*10 outputs"),
+    (_ds(X, Y + 5), "labels in its first batch range over \\[5, 14\\].*10 outputs"),
     (_ds(X, np.zeros((32, 3), "int64")), "labels have shape"),
     (_ds(X, Y.astype("float32") + 0.5), "not class indices"),
     (_ds(np.where(X > 0.5, np.nan, X).astype("float32"), Y), "NaN"),
@@ -290,3 +290,78 @@ def test_cli_answers_bad_paths_with_a_message(tmp_path, capsys):
     assert main(["binarize", str(tmp_path / "junk.keras"), "--data", "digits",
                  "--output", str(tmp_path / "no" / "b.keras")]) == 2
     assert "--output" in capsys.readouterr().err
+
+
+# ---- every batch, every phase, every model the checks can read ----------------------------------------------
+def test_a_bad_label_in_a_later_batch_names_the_batch_not_a_stack_trace(model):
+    """The first batch is clean; the third holds class 10 of a 10-class model. The train step checks every
+    batch's labels before its loss reads them."""
+    bad = Y.copy()
+    bad[20] = 10  # batches of 8: the third batch
+    config = BinarizeConfig.paper(steps_per_layer=4, finetune_steps=1, max_groups=4, bn_recalibration_batches=1,
+                                  capture_batches=1)
+    with pytest.raises(DatasetError, match="dataset labels in batch 3 of 4 \\(pass 1 over the dataset\\) range over "
+                                           "\\[1, 10\\] but the model has 10 outputs.*during block1_a quantize"):
+        bitat_tf.binarize(model, _ds(X, bad, batch=8), validation_data=_ds(X, Y), config=config, verbose=0)
+    with pytest.raises(DatasetError, match="validation_data labels in batch 3 range over \\[1, 10\\]"):
+        bitat_tf.binarize(model, _ds(X, Y), validation_data=_ds(X, bad, batch=8), config=config, verbose=0)
+
+
+def test_validation_labels_must_be_encoded_as_the_training_labels(model):
+    with pytest.raises(DatasetError, match="validation_data labels .*class indices.*takes one-hot"):
+        bitat_tf.binarize(model, _ds(X, np.eye(10, dtype="float32")[Y]), validation_data=_ds(X, Y),
+                          config=BinarizeConfig.paper(**CHEAP), verbose=0)
+
+
+def test_a_softmax_model_compiled_for_logits_is_refused_before_training():
+    softmax = make_cnn(keras)
+    softmax = keras.Model(softmax.inputs, keras.layers.Softmax()(softmax.outputs[0]))
+    softmax.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(ConfigError, match="already gives probabilities.*from_logits=True"):
+        bitat_tf.binarize(softmax, _ds(X, Y), config=BinarizeConfig.paper(**CHEAP), verbose=0)
+
+
+def test_several_outputs_are_refused_naming_them():
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3, name="stem")(inputs))
+    two = keras.Model(inputs, [keras.layers.Dense(10, name="digit")(h), keras.layers.Dense(1, name="parity")(h)])
+    with pytest.raises(UnsupportedModelError, match="2 outputs \\(digit, parity\\)"):
+        bitat_tf.binarize(two, _ds(X, Y), config=BinarizeConfig.paper(**CHEAP), verbose=0)
+
+
+def test_an_input_of_open_size_is_binarized_at_the_data_size():
+    """Input((None, None, 1)): the run works on a copy of the model at the dataset's 8 x 8 (captures and
+    transforms are sized from layer shapes); data of open size too is refused."""
+    open_size = make_cnn(keras, input_shape=(None, None, 1))
+    result = bitat_tf.binarize(open_size, _ds(X, Y), config=BinarizeConfig.paper(**CHEAP), verbose=0)
+    assert result.model.input_shape == (None, 8, 8, 1) and open_size.input_shape == (None, None, None, 1)
+    assert [r.name for r in result.report.layers if r.binarized] == ["block1_a", "block1_b", "block2_a"]
+    np.testing.assert_allclose(result.model.get_layer("stem")(X[:4]).numpy(),
+                               open_size.get_layer("stem")(X[:4]).numpy(), rtol=1e-6)  # the weights carried over
+    unsized = tf.data.Dataset.from_generator(lambda: iter([(X[:8], Y[:8])]), output_signature=(
+        tf.TensorSpec((None, None, None, 1), tf.float32), tf.TensorSpec((None,), tf.int64)))
+    with pytest.raises(DatasetError, match="needs one input size.*tf.image.resize"):
+        bitat_tf.binarize(open_size, unsized, config=BinarizeConfig.paper(**CHEAP), verbose=0)
+
+
+def test_the_default_config_trains_every_phase_on_a_dataset_of_three_batches(model):
+    """An eighth of an epoch a layer of 3 batches rounds to 0 steps; every phase gets at least one, and the
+    report says how many each took."""
+    x = np.random.default_rng(1).random((48, 8, 8, 1)).astype("float32")
+    result = bitat_tf.binarize(model, _ds(x, np.arange(48) % 10), verbose=0)
+    steps = result.report.timing["phase_steps"]
+    stages = [f"{n} {phase}" for n in ("block1_a", "block1_b", "block2_a") for phase in ("quantize", "fine-tune above")]
+    assert list(steps) == stages + ["final end-to-end"]
+    assert all(steps[s] == 1 for s in stages) and steps["final end-to-end"] == 7 * 6
+    assert "- optimizer steps: quantize 3 phases x 1, fine-tune above 3 phases x 1, final end-to-end 42" in (
+        result.report.to_markdown())
+
+
+def test_reactnet_gives_each_of_its_two_phases_a_step(model):
+    from bitat_tf.baselines import EndToEndConfig
+
+    result = bitat_tf.binarize(model, _ds(X, Y), config=EndToEndConfig(epochs=0.1, bn_recalibration_batches=1),
+                               verbose=0)
+    assert result.report.timing["phase_steps"] == {"step 1/2 binary activations": 1, "step 2/2 binary weights": 1}
+    with pytest.raises(ConfigError, match="two phases .*steps=1 .*steps >= 2"):
+        EndToEndConfig(method="reactnet", steps=1)
