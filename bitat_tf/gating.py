@@ -35,10 +35,14 @@ class Gate:
 
 
 def gateable(layer):
-    """Plain 2-D convolutions (Conv2D and Larq's QuantConv2D): one group, channels last, called once."""
+    """Plain 2-D convolutions (Conv2D and Larq's QuantConv2D): one group, channels last, called once, not
+    dilated. TensorFlow's CPU kernel of `Conv2DBackpropFilter` has no dilation without oneDNN (seen on an
+    AVX2 machine: "Current implementation does not yet support dilations"); a dilated convolution keeps
+    Keras' own gradient, which TensorFlow computes by space-to-batch."""
     return (isinstance(layer, L.Conv2D) and not isinstance(layer, (L.DepthwiseConv2D, L.Conv2DTranspose))
             and type(layer).convolution_op is L.Conv2D.convolution_op and layer.groups == 1
-            and layer.data_format == "channels_last" and len(layer.inbound_nodes) <= 1)
+            and layer.data_format == "channels_last" and len(layer.inbound_nodes) <= 1
+            and tuple(layer.dilation_rate) == (1, 1))
 
 
 class Gates:

@@ -96,12 +96,6 @@ def test_bad_baseline_configs_are_refused(kwargs, match):
         bitat_tf.EndToEndConfig(**kwargs)
 
 
-def test_baseline_refuses_checkpoint_dir(trained_cnn, digits_ds, tmp_path):
-    train, _ = digits_ds
-    with pytest.raises(bitat_tf.ConfigError, match="checkpoint_dir"):
-        bitat_tf.binarize(trained_cnn, train, config=bitat_tf.EndToEndConfig(steps=2), checkpoint_dir=tmp_path)
-
-
 def test_baseline_config_round_trips():
     config = bitat_tf.EndToEndConfig(method="ste", steps=10, keep_full_precision=["block1_a"])
     assert bitat_tf.EndToEndConfig(**config.get_config()).get_config() == config.get_config()

@@ -444,3 +444,15 @@ def test_graph_options_hold_inside_a_run_only():
     finally:
         restore()
     assert current() == before
+
+
+def test_a_dilated_convolution_keeps_keras_gradient_instead_of_a_gate():
+    """The gate's Conv2DBackpropFilter has no dilation on CPUs without oneDNN: such a layer is not gated."""
+    from bitat_tf import gating
+    from bitat_tf._compat import keras
+
+    inputs = keras.Input((8, 8, 4))
+    plain = keras.layers.Conv2D(4, 3, padding="same")
+    dilated = keras.layers.Conv2D(4, 3, padding="same", dilation_rate=2)
+    keras.Model(inputs, dilated(plain(inputs)))
+    assert gating.gateable(plain) and not gating.gateable(dilated)
