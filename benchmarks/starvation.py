@@ -87,9 +87,9 @@ def worker(args):
                                  seed=args.seed, fp_seed=None)
     train, val, _ = data.cifar10_splits(train_limit=mode["train_limit"], batch_size=128, seed=args.seed)
     model = zoo.reactnet_a(width=0.25)
-    model, _ = fp_training.train_full_precision(
-        model, train, epochs=mode["fp_epochs"], verbose=2,
-        cache_path=os.path.join(ROOT, "runs", "cache", f"{bench.recipe(fp_args)}.h5"))
+    fp_args.cache_dir = os.path.join(ROOT, "runs", "cache")
+    model, _ = fp_training.train_full_precision(model, train, epochs=mode["fp_epochs"], verbose=2,
+                                                cache_path=bench.fp_cache(fp_args))
     blocks = zoo.reactnet_a_blocks(model)
     chosen_blocks, above = blocks[:args.blocks], [n for block in blocks[args.blocks:] for n in block]
     config = bitat_tf.BinarizeConfig.paper(

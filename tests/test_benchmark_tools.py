@@ -140,7 +140,7 @@ def test_the_benchmarks_default_method_is_binarizes_default_recipe():
     recipe field in which `BinarizeConfig()` differs from `paper()`, except those the runner derives from
     its own flags and the budget (learning rates, phase lengths, when accuracy is measured)."""
     import bitat_tf
-    from bitat_tf.config import PAPER
+    from bitat_tf.recipes import PAPER
 
     derived = {"epochs_per_layer", "finetune_epochs", "final_finetune_epochs", "final_pass_multiple",
                "final_learning_rate", "learning_rate", "finetune_learning_rate", "evaluate_every"}
@@ -232,3 +232,16 @@ def test_starvation_runs_on_fewer_blocks_sit_beside_the_three_block_runs_with_th
     assert [len(p["val_after_block"]) for p in summary["curves"]["bitat"]] == [1, 3]
     assert summary["command"] == ("python benchmarks/starvation.py --methods bitat --factors 16; "
                                   "python benchmarks/starvation.py --methods bitat --factors 16 --blocks 1")
+
+
+def test_the_committed_full_precision_start_point_is_copied_into_the_cache(tmp_path, monkeypatch):
+    """A new machine must not retrain the standard start point (20-65 minutes): the committed weights are
+    used when the cache lacks them, and a recipe without committed weights is trained into the cache."""
+    monkeypatch.setattr(bench, "ROOT", str(tmp_path))
+    args = bench.parse_args(["--mode", "standard", "--cache-dir", str(tmp_path / "cache")])
+    shipped = tmp_path / "benchmarks" / "checkpoints" / f"{bench.recipe(args)}.h5"
+    shipped.parent.mkdir(parents=True)
+    shipped.write_bytes(b"weights")
+    assert open(bench.fp_cache(args), "rb").read() == b"weights"
+    other = bench.parse_args(["--mode", "standard", "--cache-dir", str(tmp_path / "cache"), "--fp-epochs", "2"])
+    assert not os.path.exists(bench.fp_cache(other))
