@@ -4,20 +4,25 @@ A model from `binarize` converts as it is: `ThresholdSign` lowers to `Sub(x, bet
 sign, which feeds the convolution directly (through a pad of +1 for 'same' padding), and `ScaledSign`'s
 `alpha * sign(w)` folds into a constant of +/-alpha per output channel. That is the pattern LCE's
 converter turns into `LceQuantize` + `LceBconv2d`, with the scale and the following BatchNorm folded into
-the op's output transform. Each export checks its file before writing it (`export_checks`): every
-binarized convolution became `LceBconv2d`, and the file runs and agrees with Keras on one input.
-`verify_export` measures the agreement on a dataset.
+the op's output transform. The export converts a copy (`inference_model`) in which each threshold that
+folds exactly into the BatchNormalization or bias before it has moved there (`export_fold`), so that its
+`SUB` is gone too. Each export checks its file before writing it (`export_checks`): every binarized
+convolution became `LceBconv2d`, and the file runs and agrees with Keras on one input. `verify_export`
+measures the agreement on a dataset; `compare_census` sets a file's ops per binary convolution beside a
+reference's.
 """
 
 import itertools
 import time
 
 from bitat_tf import export_checks as checks
+from bitat_tf import export_fold as fold
 from bitat_tf._compat import keras, larq, tf
 from bitat_tf.errors import ConfigError, DatasetError, UnsupportedModelError
 from bitat_tf.export_checks import (  # noqa: F401 - also the public names of bitat_tf.export
-    ExportCheck, ExportError, ExportWarning, FloatFallbackError, binarized_layers, binarized_layers_of, check_model,
-    flatbuffer_bytes, is_binary_dense, op_census, operators, verify_export)
+    BITPACKED, CensusComparison, ExportCheck, ExportError, ExportWarning, FloatFallbackError, binarized_layers,
+    binarized_layers_of, bitpacked_outputs, census_per_bconv, check_model, compare_census, flatbuffer_bytes,
+    is_binary_dense, op_census, operators, verify_export)
 from bitat_tf.inputs import check_output_file
 from bitat_tf.quantizers import ScaledSign, ThresholdSign
 
@@ -46,7 +51,7 @@ def _check_export(model, path, what):
 
 
 def export_lce(model, path=None, *, dense="conv", int8_calibration=None, int8_layers="head",
-               calibration_batches=16, allow_float_fallback=False, **options):
+               calibration_batches=16, allow_float_fallback=False, fold_thresholds=True, **options):
     """Convert a binarized model to a Larq Compute Engine flatbuffer (bytes; written to `path` if given).
 
     Before anything is written the file is checked: every binarized convolution (and binarized `Dense`,
@@ -68,6 +73,10 @@ def export_lce(model, path=None, *, dense="conv", int8_calibration=None, int8_la
             carries, so "all" costs far more agreement than "head"; check with `verify_export`.
         allow_float_fallback: write the file even when binarized layers would run as float convolutions
             (an `ExportWarning` names them) instead of raising `FloatFallbackError`.
+        fold_thresholds: move each input threshold that can go exactly into the BatchNormalization or bias
+            before it (through a ReLU that nothing else reads) into that offset, so that the file holds no
+            `SUB` for it, and LCE writes bitpacked outputs where a binary convolution feeds only the next
+            one (`inference_model`, `export_fold`). False keeps every threshold as a `SUB`.
         options: passed to `larq_compute_engine.convert_keras_model`: inference_input_type,
             inference_output_type (tf.float32 or tf.int8), target ("arm" or "xcore"),
             experimental_default_int8_range: `(min, max)`; the full-precision layers (stem convolution,
@@ -84,7 +93,7 @@ def export_lce(model, path=None, *, dense="conv", int8_calibration=None, int8_la
     if int8_calibration is not None and "experimental_default_int8_range" in options:
         raise ConfigError("export_lce: give int8_calibration (measured ranges) or experimental_default_int8_range "
                           "(one fixed range), not both.")
-    exported, expected, unrepaired = _binary_ready(model, dense)
+    exported, expected, unrepaired = _binary_ready(model, dense, fold_thresholds)
     _warn_float_layers(model, dense)
     if int8_calibration is not None:
         exported = calibrated_model(exported, int8_calibration, layers=int8_layers, max_batches=calibration_batches)
@@ -102,15 +111,10 @@ def _has_int8(int8_calibration, options):
             or any(t is not None and t != tf.float32 for t in io_types))
 
 
-def _binary_ready(model, dense):
-    """The model LCE converts (a copy whenever it differs from `model`), its layers that must become
-    `LceBconv2d`, and {name: reason} for those of them that cannot (channels of scale 0 kept as they are)."""
-    exported = inference_model(model) if dense == "conv" else model
-    if not any(checks.zero_scale_channels(l) for l in _lce_binary_layers(exported)):
-        return exported, _lce_binary_layers(exported), {}
-    if exported is model:
-        exported = keras.models.clone_model(model)
-        exported.set_weights(model.get_weights())
+def _binary_ready(model, dense, fold_thresholds):
+    """The model LCE converts (`inference_model`'s copy), its layers that must become `LceBconv2d`, and
+    {name: reason} for those of them that cannot (channels of scale 0 kept as they are)."""
+    exported = inference_model(model, dense=dense, fold_thresholds=fold_thresholds)
     layers = _lce_binary_layers(exported)
     return exported, layers, checks.absorb_zero_scales(exported, layers)
 
@@ -224,13 +228,17 @@ def _has_binary_inside(layer):
 
 @keras.utils.register_keras_serializable(package="bitat_tf")
 class DenseAsConv1x1(keras.layers.Layer):
-    """A binarized `Dense` computed as a 1x1 `QuantConv2D` on a 1x1 image (same weights, same output)."""
+    """A binarized `Dense` computed as a 1x1 `QuantConv2D` on a 1x1 image (same weights, same output).
 
-    def __init__(self, units, use_bias=True, activation=None, **kwargs):
+    `input_quantizer` is the convolution's (a `ThresholdSign` by default; "ste_sign" once its threshold is
+    folded into the layer before it)."""
+
+    def __init__(self, units, use_bias=True, activation=None, input_quantizer=None, **kwargs):
         super().__init__(**kwargs)
         self.units, self.use_bias, self.activation = units, use_bias, keras.activations.get(activation)
         self.conv = larq.layers.QuantConv2D(units, 1, use_bias=use_bias, activation=activation,
-                                            input_quantizer=ThresholdSign(), kernel_quantizer=ScaledSign(),
+                                            input_quantizer=input_quantizer or ThresholdSign(),
+                                            kernel_quantizer=ScaledSign(),
                                             kernel_constraint="weight_clip", name="conv1x1")
 
     def call(self, inputs):
@@ -238,25 +246,43 @@ class DenseAsConv1x1(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "use_bias": self.use_bias,
-                "activation": keras.activations.serialize(self.activation)}
+                "activation": keras.activations.serialize(self.activation),
+                "input_quantizer": larq.quantizers.serialize(self.conv.input_quantizer)}
 
 
-def inference_model(model):
-    """A copy of `model` in which every binarized 2-D `Dense` is a `DenseAsConv1x1`; outputs are unchanged."""
+def inference_model(model, *, dense="conv", fold_thresholds=True):
+    """A copy of `model` with the same outputs, in the form LCE converts best; `model` is left as it is.
+
+    With dense="conv" every binarized 2-D `Dense` is a `DenseAsConv1x1`. With `fold_thresholds`, each input
+    threshold that folds exactly into the offset before it (`export_fold`: a BatchNormalization's or a
+    bias, through a ReLU when nothing else reads it) moves there and its quantizer becomes a plain sign, so
+    the file holds no `SUB` for it (and no ReLU), and LCE can write bitpacked outputs between binary
+    convolutions. The outputs agree up to float rounding of the pre-sign values.
+    """
+    folds = fold.threshold_folds(model) if fold_thresholds else []
+    signs = {f.layer for f in folds}
+    identities = {f.activation for f in folds if f.activation}
 
     def clone(layer):
-        if not is_binary_dense(layer):
-            return layer.__class__.from_config(layer.get_config())
-        return DenseAsConv1x1(layer.units, layer.use_bias, keras.activations.serialize(layer.activation),
-                              name=layer.name)
+        if layer.name in identities:
+            return keras.layers.Activation("linear", name=layer.name)
+        if dense == "conv" and is_binary_dense(layer):
+            return DenseAsConv1x1(layer.units, layer.use_bias, keras.activations.serialize(layer.activation),
+                                  "ste_sign" if layer.name in signs else None, name=layer.name)
+        config = layer.get_config()
+        if layer.name in signs:
+            config["input_quantizer"] = "ste_sign"
+        return layer.__class__.from_config(config)
 
     rebuilt = keras.models.clone_model(model, clone_function=clone)
     for old, new in zip(model.layers, rebuilt.layers):
+        weights = [v.numpy() for v in old.weights if old.name not in signs or v is not old.input_quantizer.beta]
         if isinstance(new, DenseAsConv1x1):
-            conv, (kernel, *rest) = new.conv, old.get_weights()
-            conv.set_weights([kernel.reshape(1, 1, *kernel.shape), *rest])
+            kernel, *rest = weights
+            new.conv.set_weights([kernel.reshape(1, 1, *kernel.shape), *rest])
         else:
-            new.set_weights(old.get_weights())
+            new.set_weights(weights)
+    fold.apply_folds(rebuilt, folds, fold.thresholds_of(model, folds))
     return rebuilt
 
 
@@ -287,17 +313,24 @@ def lce_latency_ms(flatbuffer, image, *, repeats=50, num_threads=1, warmup=5):
     """
     import statistics
 
+    return statistics.median(lce_latencies_ms(flatbuffer, image, repeats=repeats, num_threads=num_threads,
+                                              warmup=warmup))
+
+
+def lce_latencies_ms(flatbuffer, image, *, repeats=50, num_threads=1, warmup=5, use_xnnpack=False):
+    """Milliseconds of each of `repeats` calls of LCE's interpreter on `image`, after `warmup` calls; with
+    `use_xnnpack`, XNNPack's delegate runs the float (and int8) builtin ops it supports."""
     from larq_compute_engine.tflite.python.interpreter import Interpreter
 
-    interpreter = Interpreter(flatbuffer_bytes(flatbuffer), num_threads=num_threads)
+    interpreter = Interpreter(flatbuffer_bytes(flatbuffer), num_threads=num_threads, use_xnnpack=use_xnnpack)
     for _ in range(warmup):
         interpreter.predict(image)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         interpreter.predict(image)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        times.append(1000 * (time.perf_counter() - start))
+    return times
 
 
 def deployment_figures(binary_model, fp_model, dataset, *, stem=None, report=None):

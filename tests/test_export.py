@@ -25,7 +25,10 @@ def flatbuffer(binary):
 
 def test_every_binarized_conv_becomes_lce_bconv2d(binary, flatbuffer):
     ops = export.op_census(flatbuffer)
-    assert ops["LceBconv2d"] == 3 and ops["LceQuantize"] == 3
+    # Each threshold folds into the BatchNorm before it: no SUB, and the two binary convolutions that feed
+    # another write bitpacked output, so only the first one's input needs an LceQuantize.
+    assert ops["LceBconv2d"] == 3 and ops["LceQuantize"] == 1 and "SUB" not in ops
+    assert export.bitpacked_outputs(flatbuffer) == 2
     assert ops["CONV_2D"] == 1  # the full-precision stem only
 
 
