@@ -1,6 +1,8 @@
 """What ships: size, latency and agreement of every file a user could put on the phone, side by side.
 
     python benchmarks/deployment.py                 # CIFAR quick model and MobileNet; results/deployment.json
+    python benchmarks/deployment.py --case sizes --sizes 96,224 --threads 1,2 --repeats 30
+                                                    # real input sizes; results/deployment_sizes.json, .md, .png
 
 For each model: the full-precision TFLite file, the post-training int8 TFLite file (TensorFlow's
 converter with a representative dataset of training images), and the binarized model's LCE files with
@@ -16,6 +18,12 @@ Models:
 - "mobilenet": `tf_keras.applications.MobileNet(alpha=0.25)` on 32x32 inputs with random weights,
   binarized with one step a layer: its accuracy means nothing, its size and latency do.
 
+Case "sizes": MobileNet (alpha 1.0) and ReActNet-A (`zoo.reactnet_a_imagenet`, stride-2 stem) at s x s
+inputs, random weights, binarized with one step a layer; for each, the float TFLite file, the int8 TFLite
+file and our LCE file, beside larq-zoo's QuickNet and Bi-RealNet converted by LCE directly (`larq-zoo`
+installed with --no-deps); batch 1 at each thread count, XNNPack on, median, quartiles and extremes of the
+repeats, sizes, the op census of every file and ours against the references per binary convolution.
+
 On x86 the binary ops run LCE's reference kernels, not the optimized Arm ones: the latencies compare files
 on this CPU, they do not predict a phone.
 """
@@ -24,7 +32,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -43,12 +50,20 @@ LABELS = {
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--case", choices=("ships", "sizes"), default="ships",
+                   help="ships: the CIFAR quick model and MobileNet at 32x32 (results/deployment.json); sizes: "
+                        "MobileNet and ReActNet-A at real input sizes beside larq-zoo references")
     p.add_argument("--models", default="cifar_quick,mobilenet")
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--test-images", type=int, default=2000)
     p.add_argument("--data-dir")
-    p.add_argument("--out", default=os.path.join(ROOT, "results", "deployment.json"))
+    p.add_argument("--out", help="the JSON file (default results/deployment.json, or deployment_sizes.json with "
+                                  "--case sizes, whose table and chart go beside it as .md and .png)")
+    add_sizes_arguments(p)
     args = p.parse_args(argv)
+    if args.case == "sizes":
+        return run_sizes(args, args.out or os.path.join(ROOT, "results", "deployment_sizes.json"))
+    args.out = args.out or os.path.join(ROOT, "results", "deployment.json")
     from bitat_tf import runinfo
 
     rows = []
@@ -181,6 +196,185 @@ def table(summary):
                     + f" | {100 * r['top1']:.1f}% | {100 * r['agreement_with_keras']:.1f}% | {r['lce_bconv2d']} | "
                     f"{r['int8_ops']} |")
     return "\n".join(rows)
+
+# ---- case "sizes": real input sizes, beside larq-zoo references ---------------------------------------------
+
+SIZE_FILES = {
+    "fp_tflite": "float TFLite",
+    "int8_tflite": "int8 TFLite (post-training, calibrated)",
+    "lce": "our LCE file",
+    "reference": "larq-zoo, LCE directly",
+}
+
+
+def add_sizes_arguments(p):
+    p.add_argument("--sizes", default="96,224", help="input sides s (s x s x 3), comma-separated")
+    p.add_argument("--threads", default="1,2", help="interpreter threads, comma-separated")
+    p.add_argument("--families", default="mobilenet,reactnet")
+    p.add_argument("--references", default="quicknet,birealnet",
+                   help="larq-zoo models converted by LCE directly (quicknet, quicknet_small, birealnet); '' for none")
+    p.add_argument("--mobilenet-alpha", type=float, default=1.0)
+    p.add_argument("--reactnet-width", type=float, default=1.0)
+    p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--train-images", type=int, default=16, help="random images the tiny binarization and the int8 "
+                                                                  "calibration read")
+    p.add_argument("--warmup", type=int, default=5)
+
+
+def run_sizes(args, out):
+    from bitat_tf import runinfo
+
+    sizes = [int(v) for v in args.sizes.split(",")]
+    threads = [int(v) for v in args.threads.split(",")]
+    references = [r for r in args.references.split(",") if r]
+    rows, comparisons = [], []
+    for size in sizes:
+        image = _random_images(size, 1, seed=1)
+        reference_files = {name: _reference_file(name, size, args) for name in references}
+        for name, flatbuffer in reference_files.items():
+            rows.append(_size_row(name, size, "reference", flatbuffer, image, threads, args))
+        for family in args.families.split(","):
+            files = _family_files(family, size, args)
+            rows.extend(_size_row(family, size, kind, flatbuffer, image, threads, args)
+                        for kind, flatbuffer in files.items())
+            comparisons.extend(_comparison(family, size, files["lce"], name, reference)
+                               for name, reference in reference_files.items())
+    summary = {"case": "sizes", "rows": rows, "census_vs_reference": comparisons, "labels": SIZE_FILES,
+               "threads": threads, "repeats": args.repeats, "warmup": args.warmup, "batch": 1,
+               "runtime": "larq_compute_engine Interpreter (LCE's kernels for its ops, TFLite's builtin kernels "
+                          "with XNNPack on for the rest)",
+               "command": "python benchmarks/deployment.py " + " ".join(sys.argv[1:]), **runinfo.provenance()}
+    if references:
+        from importlib.metadata import version
+
+        summary["versions"]["larq-zoo"] = version("larq-zoo")
+    with open(out, "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    stem = os.path.splitext(out)[0]
+    with open(stem + ".md", "w") as f:
+        f.write(sizes_table(summary) + "\n")
+    sizes_chart(summary, stem + ".png")
+    print(sizes_table(summary))
+    return 0
+
+
+def _random_images(size, n, seed=0):
+    import numpy as np
+
+    return np.random.default_rng(seed).random((n, size, size, 3), np.float32)
+
+
+def _family_files(family, size, args):
+    """Float TFLite, int8 TFLite and our LCE file of one family at s x s, binarized with one step a layer."""
+    import numpy as np
+
+    import bitat_tf
+    from bitat_tf import export, zoo
+    from bitat_tf._compat import keras, tf
+
+    keras.utils.set_random_seed(0)
+    shape = (size, size, 3)
+    if family == "mobilenet":
+        model = keras.applications.MobileNet(alpha=args.mobilenet_alpha, input_shape=shape, weights=None,
+                                             classes=args.classes)
+    elif family == "reactnet":
+        model = zoo.reactnet_a_imagenet(input_shape=shape, width=args.reactnet_width, num_classes=args.classes)
+    else:
+        raise SystemExit(f"--families: unknown {family!r}; choose among mobilenet, reactnet")
+    labels = np.random.default_rng(0).integers(0, args.classes, args.train_images)
+    data = tf.data.Dataset.from_tensor_slices((_random_images(size, args.train_images), labels)).batch(8)
+    config = bitat_tf.BinarizeConfig(steps_per_layer=1, finetune_steps=0, final_finetune_steps=1, capture_rows=256,
+                                     capture_batches=1, bn_recalibration_batches=1)
+    binary = bitat_tf.binarize(model, data, config=config, verbose=0).model
+    return {"fp_tflite": export.export_tflite(model), "int8_tflite": int8_tflite(model, data),
+            "lce": export.export_lce(binary)}
+
+
+def _reference_file(name, size, args):
+    import larq_compute_engine as lce
+    import larq_zoo
+
+    builders = {"quicknet": larq_zoo.sota.QuickNet, "quicknet_small": larq_zoo.sota.QuickNetSmall,
+                "birealnet": larq_zoo.literature.BiRealNet}
+    if name not in builders:
+        raise SystemExit(f"--references: unknown {name!r}; choose among {sorted(builders)}")
+    return lce.convert_keras_model(builders[name](weights=None, input_shape=(size, size, 3), num_classes=args.classes))
+
+
+def _size_row(model, size, kind, flatbuffer, image, threads, args):
+    import numpy as np
+
+    from bitat_tf import export
+
+    ms = {}
+    for t in threads:
+        times = export.lce_latencies_ms(flatbuffer, image, repeats=args.repeats, num_threads=t, warmup=args.warmup,
+                                        use_xnnpack=True)
+        q1, median, q3 = (float(v) for v in np.percentile(times, [25, 50, 75]))
+        ms[str(t)] = {"median": median, "q1": q1, "q3": q3, "min": min(times), "max": max(times)}
+    census = export.census_per_bconv(flatbuffer)
+    row = {"model": model, "size": size, "file": kind, "bytes": len(flatbuffer), "ms_per_image": ms,
+           "lce_bconv2d": census.get("LceBconv2d", (0, None))[0], "bitpacked_outputs": census[export.BITPACKED][0],
+           "ops": dict(export.op_census(flatbuffer))}
+    print(f"{model} {size}x{size} {kind}: {len(flatbuffer)} bytes, "
+          + ", ".join(f"{t} thread(s) {v['median']:.2f} ms" for t, v in ms.items()), flush=True)
+    return row
+
+
+def _comparison(family, size, ours, name, reference):
+    from bitat_tf import export
+
+    comparison = export.compare_census(ours, reference, names=(family, name))
+    return {"family": family, "reference": name, "size": size, **comparison.to_dict(),
+            "markdown": comparison.to_markdown()}
+
+
+def sizes_table(summary):
+    threads = [str(t) for t in summary["threads"]]
+    head = ("| model | input | file | size | " + " | ".join(
+        f"ms/image, {t} thread{'s' if t != '1' else ''}: median [IQR] (min-max)" for t in threads)
+        + " | LceBconv2d | bitpacked outputs |")
+    lines = [head, "|---" * (6 + len(threads)) + "|"]
+    for r in summary["rows"]:
+        cells = " | ".join("{median:.2f} [{q1:.2f}-{q3:.2f}] ({min:.2f}-{max:.2f})".format(**r["ms_per_image"][t])
+                           for t in threads)
+        lines.append(f"| {r['model']} | {r['size']}x{r['size']} | {summary['labels'][r['file']]} | "
+                     f"{r['bytes'] / 1024:,.0f} KiB | {cells} | {r['lce_bconv2d']} | {r['bitpacked_outputs']} |")
+    for c in summary.get("census_vs_reference", []):
+        lines += ["", f"Ops per binary convolution, {c['family']} (our LCE file) against {c['reference']} at "
+                      f"{c['size']}x{c['size']}:", "", c["markdown"]]
+    return "\n".join(lines)
+
+
+def sizes_chart(summary, path):
+    """Median ms per image (IQR as error bars) by file, one group per input size, one panel per thread count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({r["size"] for r in summary["rows"]})
+    files = list(dict.fromkeys((r["model"], r["file"]) for r in summary["rows"]))
+    threads = [str(t) for t in summary["threads"]]
+    fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 4.5), squeeze=False)
+    width = 0.8 / max(len(files), 1)
+    for ax, t in zip(axes[0], threads):
+        for i, (model, kind) in enumerate(files):
+            found = {r["size"]: r["ms_per_image"][t] for r in summary["rows"]
+                     if (r["model"], r["file"]) == (model, kind)}
+            xs = [j + i * width for j, s in enumerate(sizes) if s in found]
+            med = [found[s]["median"] for s in sizes if s in found]
+            err = [[found[s]["median"] - found[s]["q1"] for s in sizes if s in found],
+                   [found[s]["q3"] - found[s]["median"] for s in sizes if s in found]]
+            ax.bar(xs, med, width, yerr=err, capsize=2, label=f"{model}: {summary['labels'][kind]}")
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(sizes))], [f"{s}x{s}" for s in sizes])
+        ax.set_ylabel("ms per image (median, IQR)")
+        ax.set_title(f"{t} thread{'s' if t != '1' else ''}, batch 1, {summary['machine'].get('cpu_model') or '?'}",
+                     fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

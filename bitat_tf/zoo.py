@@ -45,6 +45,30 @@ def reactnet_a(*, input_shape=(32, 32, 3), num_classes=10, width=0.25, bn_moment
     return keras.Model(inputs, outputs, name=f"reactnet_a_{width:g}")
 
 
+def reactnet_a_imagenet(*, input_shape=(224, 224, 3), num_classes=1000, width=1.0, bn_momentum=0.9):
+    """ReActNet-A as the paper runs it on ImageNet: `reactnet_a`'s 13 blocks behind MobileNetV1's stem, a
+    3x3 convolution of stride 2, so that a 224x224 input reaches the classifier at 7x7 (an s x s input at
+    s/32; s must be a multiple of 32). Width 1.0 is the published network (about 29M binary weights).
+
+    # References
+        - [ReActNet](https://arxiv.org/abs/2003.03488), Liu et al., ECCV 2020.
+    """
+    if input_shape[0] % 32 or input_shape[1] % 32:
+        raise ValueError(f"reactnet_a_imagenet: input sides must be multiples of 32 (five halvings), got "
+                         f"{input_shape[:2]}.")
+    inputs = keras.Input(input_shape)
+    cin = _channels(32, width)
+    x = L.Conv2D(cin, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = L.BatchNormalization(momentum=bn_momentum, name="stem_bn")(x)
+    x = L.ReLU(name="stem_relu")(x)
+    for index, (cout, stride) in enumerate(_REACTNET_A, start=1):
+        x = _reactnet_block(x, f"block{index}", cin, _channels(cout, width), stride, bn_momentum)
+        cin = _channels(cout, width)
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    outputs = L.Dense(num_classes, name="classifier")(x)
+    return keras.Model(inputs, outputs, name=f"reactnet_a_imagenet_{width:g}")
+
+
 def _reactnet_block(x, name, cin, cout, stride, momentum):
     shortcut = L.AveragePooling2D(2, name=f"{name}_pool")(x) if stride == 2 else x
     h = L.Conv2D(cin, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv3x3")(x)
