@@ -205,16 +205,19 @@ def plot(summary, path):
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    factors = sorted({p["factor"] for points in summary["curves"].values() for p in points})
+    color = {f: plt.get_cmap("viridis")(i / max(1, len(factors) - 1)) for i, f in enumerate(factors)}
     for method, points in summary["curves"].items():
-        style = "-" if method == "bitat" else "--"
+        style = "-" if method == "bitat" else "--"  # the colour is the factor, the line style the method
         for p in points:
             left.plot(range(0, len(p["val_after_block"]) + 1),
                       [100 * p["fp_val_accuracy"]] + [100 * a for a in p["val_after_block"]], style, marker="o",
-                      label=f"{method} x{p['factor']:g}")
+                      color=color[p["factor"]], label=f"{method} x{p['factor']:g}")
         for b in range(max(len(p["drop_per_block"]) for p in points)):  # runs may cover fewer blocks
             have = [p for p in points if len(p["drop_per_block"]) > b]
             right.plot([p["factor"] for p in have], [100 * p["drop_per_block"][b] for p in have], style,
                        marker="o", label=f"{method}, block {b + 1}")
+    left.set_xticks(range(0, max(len(p["val_after_block"]) for c in summary["curves"].values() for p in c) + 1))
     left.set_xlabel("blocks binarized (0 = full precision)")
     left.set_ylabel("validation top-1 (%)")
     left.set_title("accuracy after each block")
