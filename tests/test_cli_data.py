@@ -106,7 +106,7 @@ def test_labels_beyond_the_models_outputs_are_refused(tmp_path, capsys):
     x, _ = _images()
     np.savez(tmp_path / "data.npz", x=x, y=np.arange(len(x)) % 5)  # 5 classes, 3 outputs
     assert main(["binarize", str(_model(tmp_path)), "--data", str(tmp_path / "data.npz"), *FAST]) == 2
-    assert "labels range over [0, 4] but the model has 3 outputs" in capsys.readouterr().err
+    assert "range over [0, 4] but the model has 3 outputs" in capsys.readouterr().err
 
 
 def test_cli_start_up_prints_no_native_noise():
