@@ -18,7 +18,7 @@ import time
 
 from bitat_tf import capture, graph, report as report_lib
 from bitat_tf._compat import larq, tf
-from bitat_tf.config import _check, _is_int, _is_real, check_shared, config_dict
+from bitat_tf.config_checks import check, check_shared, config_dict, is_int, is_real
 from bitat_tf.engine import BinarizeResult, Engine, clock, timing_summary
 from bitat_tf.errors import ConfigError
 
@@ -36,7 +36,7 @@ class EndToEndConfig:
         epochs / steps: the whole training budget, in epochs of the dataset or in optimizer steps (steps,
             when given, replace epochs). "reactnet" gives each of its two steps half.
         learning_rate: Adam step size, cosine decay to zero within each step; default 4e-3 for "reactnet"
-            and 8e-3 for "ste", each method's best on validation in our learning-rate trials (README).
+            and 8e-3 for "ste", each method's best on validation in our learning-rate trials (docs/results.md).
         distill_weight: weight of the KL divergence to the full-precision model in
             `(1 - w) * task + w * KL`; default 1.0 for "reactnet" (its recipe), 0.0 for "ste".
         quantizers: "bitat" (the quantizers BiTAT uses) or "larq_ste" (Larq's `ste_sign` everywhere, "ste"
@@ -59,26 +59,26 @@ class EndToEndConfig:
                  binarize_depthwise=False, binarize_dense=True, keep_full_precision=(), force_binarize=(),
                  capture_batches=4, capture_memory_mb=512, bn_recalibration_batches=16, seed=0, loss=None):
         name = "EndToEndConfig"
-        _check(method in METHODS, "method", method, f"one of {METHODS}", name)
-        _check(_is_real(epochs) and epochs >= 0, "epochs", epochs, "a finite number of epochs >= 0", name)
-        _check(steps is None or (_is_int(steps) and steps >= 0), "steps", steps, "None or an integer >= 0", name)
+        check(method in METHODS, "method", method, f"one of {METHODS}", name)
+        check(is_real(epochs) and epochs >= 0, "epochs", epochs, "a finite number of epochs >= 0", name)
+        check(steps is None or (is_int(steps) and steps >= 0), "steps", steps, "None or an integer >= 0", name)
         if (steps if steps is not None else epochs) == 0:
             raise ConfigError(f"{name}: the training budget is zero; set epochs > 0 or steps > 0.")
         if method == "reactnet" and steps == 1:
             raise ConfigError(f"{name}: method='reactnet' trains in two phases of at least one optimizer step each, "
                               "and steps=1 gives one of them none; set steps >= 2.")
         learning_rate = DEFAULT_LEARNING_RATES.get(method) if learning_rate is None else learning_rate
-        _check(_is_real(learning_rate) and 0 < learning_rate < 1, "learning_rate", learning_rate,
+        check(is_real(learning_rate) and 0 < learning_rate < 1, "learning_rate", learning_rate,
                "a number in (0, 1)", name)
         distill_weight = (1.0 if method == "reactnet" else 0.0) if distill_weight is None else distill_weight
-        _check(_is_real(distill_weight) and 0 <= distill_weight <= 1, "distill_weight", distill_weight,
+        check(is_real(distill_weight) and 0 <= distill_weight <= 1, "distill_weight", distill_weight,
                "a number in [0, 1]", name)
-        _check(quantizers in QUANTIZERS, "quantizers", quantizers, f"one of {QUANTIZERS}", name)
+        check(quantizers in QUANTIZERS, "quantizers", quantizers, f"one of {QUANTIZERS}", name)
         if quantizers == "larq_ste" and method != "ste":
             raise ConfigError(f"{name}: quantizers='larq_ste' has no separate activation and weight switches, "
                               "so it runs with method='ste' only.")
         for key, value in (("capture_batches", capture_batches), ("capture_memory_mb", capture_memory_mb)):
-            _check(_is_int(value) and value >= 1, key, value, "an integer >= 1", name)
+            check(is_int(value) and value >= 1, key, value, "an integer >= 1", name)
         keep, force = check_shared(name, threshold_init=threshold_init,
                                    bn_recalibration_batches=bn_recalibration_batches, seed=seed,
                                    keep_full_precision=keep_full_precision, force_binarize=force_binarize)

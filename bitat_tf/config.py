@@ -1,41 +1,17 @@
-"""`BinarizeConfig`: every knob of a BiTAT run, validated when it is made."""
+"""`BinarizeConfig`: every knob of a BiTAT run, validated when it is made.
 
-import math
-from collections.abc import Mapping, Sequence
+What each setting must be is in `config_checks.py`; the paper's variants and its recipe in `recipes.py`.
+"""
 
-from bitat_tf.errors import ConfigError
-
-# The paper's ablation (Figure 7, left), each a setting of the same code: (transform on, cross-layer
-# blocks, how input dimensions are reduced).
-VARIANTS = {
-    "bitat": (True, True, "kmeans"),
-    "sequential": (False, False, "none"),
-    "intra": (True, False, "none"),
-    "cross": (True, True, "none"),
-    "filterwise": (True, True, "filterwise"),
-    "svd": (True, True, "svd"),
-}
-THRESHOLD_INITS = ("mean", "median", "zero")
-FINAL_PHASES = ("finetune", "end_to_end")
-STAGES = ("layer", "block")
-PASS_NORMALIZATIONS = ("recalibrated", "batch")
-# Algorithm 1 as published: the pass alone, task loss only, the budgets and step sizes we started from.
-PAPER = dict(epochs_per_layer=1.0, finetune_epochs=0.5, final_finetune_epochs=0.0, final_pass_multiple=1.0,
-             final_phase="finetune", final_learning_rate=None, distill_weight=0.0, learning_rate=1e-3,
-             finetune_learning_rate=5e-4, evaluate_every="block", pass_normalization="recalibrated")
-EVALUATE_EVERY = ("layer", "block", "end")
-
-
-def _check(ok, name, value, must, owner="BinarizeConfig"):
-    if not ok:
-        raise ConfigError(f"{owner}: {name} must be {must}, got {value!r}.")
+from bitat_tf import config_checks
+from bitat_tf.recipes import PAPER, VARIANTS
 
 
 class BinarizeConfig:
     """Configuration of `bitat_tf.binarize`; keyword-only, validated in `__init__`.
 
     The defaults are the recipe our measurements found best among those built on BiTAT's progressive
-    pass (README, "Results"): the pass with distillation in every stage on an eighth of the budget, then
+    pass (docs/results.md): the pass with distillation in every stage on an eighth of the budget, then
     seven times as many steps of end-to-end training with distillation, the pass serving as a warm start
     (beyond the paper; with the pass on half the budget the standard benchmark lost 3 points).
     `BinarizeConfig.paper(**overrides)` is Algorithm 1 as published: the pass alone, task loss only.
@@ -163,90 +139,9 @@ class BinarizeConfig:
         seed=0,
         loss=None,
     ):
-        _check(variant in VARIANTS, "variant", variant, f"one of {sorted(VARIANTS)}")
-        _check(_is_int(max_groups) and max_groups >= 1, "max_groups", max_groups, "an integer >= 1")
-        for name, value in (("quant_weight", quant_weight), ("l1_weight", l1_weight),
-                            ("reg_weight", reg_weight)):
-            _check(_is_real(value) and value >= 0, name, value, "a finite number >= 0")
-        for name, value in (("epochs_per_layer", epochs_per_layer), ("finetune_epochs", finetune_epochs)):
-            _check(_is_real(value) and value >= 0, name, value, "a finite number of epochs >= 0")
-        _check(_is_real(final_pass_multiple) and final_pass_multiple >= 0, "final_pass_multiple",
-               final_pass_multiple, "a finite number >= 0 (the last phase's length in passes)")
-        _check(final_finetune_epochs == "pass" or (_is_real(final_finetune_epochs) and final_finetune_epochs >= 0),
-               "final_finetune_epochs", final_finetune_epochs, 'a finite number of epochs >= 0 or "pass"')
-        for name, value in (("steps_per_layer", steps_per_layer), ("finetune_steps", finetune_steps),
-                            ("final_finetune_steps", final_finetune_steps),
-                            ("activation_warmup_steps", activation_warmup_steps)):
-            _check(value is None or (_is_int(value) and value >= 0), name, value,
-                   "None or an integer >= 0")
-        if (steps_per_layer if steps_per_layer is not None else epochs_per_layer) == 0:
-            raise ConfigError("BinarizeConfig: the quantisation budget is zero (epochs_per_layer=0 and no "
-                              "steps_per_layer): each layer needs at least one step of training.")
-        for name, value in (("learning_rate", learning_rate),
-                            ("finetune_learning_rate", finetune_learning_rate)):
-            _check(_is_real(value) and 0 < value < 1, name, value, "a number in (0, 1)")
-        for name, value in (("final_learning_rate", final_learning_rate),
-                            ("warmup_learning_rate", warmup_learning_rate)):
-            _check(value is None or (_is_real(value) and 0 < value < 1), name, value, "None or a number in (0, 1)")
-        _check(final_phase in FINAL_PHASES, "final_phase", final_phase, f"one of {FINAL_PHASES}")
-        _check(_is_real(distill_weight) and 0 <= distill_weight <= 1, "distill_weight", distill_weight,
-               "a number in [0, 1]")
-        _check(isinstance(pass_distillation, bool), "pass_distillation", pass_distillation,
-               "True or False")
-        _check(stage in STAGES, "stage", stage, f"one of {STAGES}")
-        _check(pass_normalization in PASS_NORMALIZATIONS, "pass_normalization", pass_normalization,
-               f"one of {PASS_NORMALIZATIONS}")
-        _check(evaluate_every in EVALUATE_EVERY, "evaluate_every", evaluate_every, f"one of {EVALUATE_EVERY}")
-        if stage == "block" and VARIANTS[variant][0] and quant_weight > 0:
-            raise ConfigError(f"BinarizeConfig: stage='block' trains several layers at once, and variant={variant!r} "
-                              "has a transform penalty defined for one layer at a time; use "
-                              "variant='sequential' (or quant_weight=0) with block stages, or stage='layer'.")
-        _check(_valid_blocks(blocks), "blocks", blocks,
-               '"auto", an integer >= 1, or a list of lists of layer names')
-        for name, value in (("capture_rows", capture_rows), ("capture_batches", capture_batches),
-                            ("capture_memory_mb", capture_memory_mb), ("kmeans_rows", kmeans_rows)):
-            _check(_is_int(value) and value >= 1, name, value, "an integer >= 1")
-        keep, force = check_shared("BinarizeConfig", threshold_init=threshold_init,
-                                   bn_recalibration_batches=bn_recalibration_batches, seed=seed,
-                                   keep_full_precision=keep_full_precision, force_binarize=force_binarize)
-        self.variant = variant
-        self.max_groups = int(max_groups)
-        self.quant_weight = float(quant_weight)
-        self.l1_weight = float(l1_weight)
-        self.reg_weight = float(reg_weight)
-        self.epochs_per_layer = float(epochs_per_layer)
-        self.finetune_epochs = float(finetune_epochs)
-        self.steps_per_layer = steps_per_layer
-        self.finetune_steps = finetune_steps
-        self.final_finetune_epochs = "pass" if final_finetune_epochs == "pass" else float(final_finetune_epochs)
-        self.final_finetune_steps = final_finetune_steps
-        self.final_pass_multiple = float(final_pass_multiple)
-        self.final_phase = final_phase
-        self.final_learning_rate = None if final_learning_rate is None else float(final_learning_rate)
-        self.distill_weight = float(distill_weight)
-        self.pass_distillation = bool(pass_distillation)
-        self.activation_warmup_steps = int(activation_warmup_steps or 0)
-        self.warmup_learning_rate = None if warmup_learning_rate is None else float(warmup_learning_rate)
-        self.stage = stage
-        self.pass_normalization = pass_normalization
-        self.evaluate_every = evaluate_every
-        self.learning_rate = float(learning_rate)
-        self.finetune_learning_rate = float(finetune_learning_rate)
-        self.blocks = blocks if isinstance(blocks, (str, int)) else [list(b) for b in blocks]
-        self.binarize_first = bool(binarize_first)
-        self.binarize_last = bool(binarize_last)
-        self.binarize_depthwise = bool(binarize_depthwise)
-        self.binarize_dense = bool(binarize_dense)
-        self.keep_full_precision = keep
-        self.force_binarize = force
-        self.threshold_init = threshold_init
-        self.capture_rows = int(capture_rows)
-        self.capture_batches = int(capture_batches)
-        self.capture_memory_mb = int(capture_memory_mb)
-        self.kmeans_rows = int(kmeans_rows)
-        self.bn_recalibration_batches = int(bn_recalibration_batches)
-        self.seed = int(seed)
-        self.loss = loss
+        settings = dict(locals())  # the arguments by name, in the order of the signature
+        del settings["self"]
+        vars(self).update(config_checks.binarize_settings(settings))
 
     @classmethod
     def paper(cls, **overrides):
@@ -269,7 +164,7 @@ class BinarizeConfig:
 
     def get_config(self):
         """A JSON-serializable dict; `BinarizeConfig(**config)` rebuilds an equal config."""
-        return config_dict(self)
+        return config_checks.config_dict(self)
 
     @classmethod
     def from_config(cls, config):
@@ -283,57 +178,4 @@ class BinarizeConfig:
         return f"BinarizeConfig({fields})"
 
 
-def check_shared(owner, *, threshold_init, bn_recalibration_batches, seed, keep_full_precision, force_binarize):
-    """Validate the settings every config class has (threshold start, BN recalibration, seed, the layer
-    policy's overrides); return the overrides as tuples of names."""
-    _check(threshold_init in THRESHOLD_INITS, "threshold_init", threshold_init, f"one of {THRESHOLD_INITS}", owner)
-    _check(_is_int(bn_recalibration_batches) and bn_recalibration_batches >= 0, "bn_recalibration_batches",
-           bn_recalibration_batches, "an integer >= 0", owner)
-    _check(_is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0", owner)
-    keep, force = _names(keep_full_precision, "keep_full_precision"), _names(force_binarize, "force_binarize")
-    both = sorted(set(keep) & set(force))
-    if both:
-        raise ConfigError(f"{owner}: {both} appear in both keep_full_precision and force_binarize; name each "
-                          "layer or type in one of them only.")
-    return keep, force
-
-
-def config_dict(config):
-    """The fields of a config object as a JSON-serializable dict (lists for names, a loss by its name)."""
-    out = dict(vars(config))
-    out["keep_full_precision"] = list(config.keep_full_precision)
-    out["force_binarize"] = list(config.force_binarize)
-    if out["loss"] is not None and not isinstance(out["loss"], str):
-        out["loss"] = getattr(out["loss"], "name", type(out["loss"]).__name__)
-    return out
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _valid_blocks(blocks):
-    if blocks == "auto":
-        return True
-    if _is_int(blocks):
-        return blocks >= 1
-    if isinstance(blocks, str) or not isinstance(blocks, Sequence):
-        return False
-    return all(
-        isinstance(b, Sequence) and not isinstance(b, str) and len(b) > 0
-        and all(isinstance(n, str) for n in b)
-        for b in blocks
-    )
-
-
-def _names(value, name):
-    if isinstance(value, str):
-        value = [value]
-    if isinstance(value, Mapping) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"BinarizeConfig: {name} must be a list of layer names or layer class names, "
-                          f"got {value!r}.")
-    return tuple(value)
+__all__ = ["BinarizeConfig"]
