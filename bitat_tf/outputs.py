@@ -12,22 +12,13 @@ with `from_logits=True`, a linear output with a loss that expects probabilities)
 """
 
 import dataclasses
-import inspect
 import re
 
-from bitat_tf._compat import is_keras3_model, keras, tf
+from bitat_tf._compat import keras, tf
 from bitat_tf.errors import ConfigError, DatasetError, UnsupportedModelError
+from bitat_tf.losses import (LOSS_FAMILIES, binary_kl, class_name, default_loss, resolve as resolve_loss, softmax_kl,
+                             string_name)
 
-# What a loss function expects: the distribution its outputs describe and the labels it takes (None: as
-# the outputs allow). Looked up by the function behind the loss, which a string, a function and a Loss
-# object of one family share.
-_LOSS_FAMILIES = {
-    keras.losses.sparse_categorical_crossentropy: ("softmax", "sparse"),
-    keras.losses.categorical_crossentropy: ("softmax", "dense"),
-    keras.losses.categorical_focal_crossentropy: ("softmax", "dense"),
-    keras.losses.binary_crossentropy: ("sigmoid", None),
-    keras.losses.binary_focal_crossentropy: ("sigmoid", None),
-}
 # What a final activation says the outputs are.
 _ACTIVATIONS = {keras.activations.softmax: "softmax", keras.activations.sigmoid: "sigmoid",
                 keras.activations.linear: "linear"}
@@ -40,7 +31,7 @@ _ACCURACIES = {"sparse": "sparse_categorical_accuracy", "dense": "categorical_ac
                "binary": "binary_accuracy"}
 _LABELS = {"sparse": "class indices", "dense": "one-hot or soft labels", "binary": "0/1 labels"}
 _MARK = "bitat_tf label check"
-_EPSILON = 1e-7  # Keras' backend.epsilon(), the clip of probabilities in its crossentropies
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,10 +194,10 @@ def interpret(model, label_shape, *, loss=None, what="dataset"):
     identifier = getattr(model, "loss", None) if loss is None else loss
     if identifier is None:
         distribution, logits = _default_kind(structure, source, units)
-        resolved = _default_loss(distribution, logits, labels)
-        family, name, config = _LOSS_FAMILIES[resolved.fn], resolved.name, {}
+        resolved = default_loss(distribution, logits, labels)
+        family, name, config = LOSS_FAMILIES[resolved.fn], resolved.name, {}
     else:
-        resolved, family, from_logits, name, config = _resolve_loss(identifier)
+        resolved, family, from_logits, name, config = resolve_loss(identifier)
         distribution, logits = _kind(structure, source, family, from_logits, name)
     if distribution == "softmax" and units == 1:
         raise UnsupportedModelError(f"{source} has one output unit, and a softmax over one unit is always 1 (the "
@@ -235,14 +226,6 @@ def _default_kind(structure, source, units):
                       "sigmoid, or the logits of a linear layer of several units); pass the loss it was trained "
                       "with as BinarizeConfig(loss=...), e.g. keras.losses.BinaryCrossentropy(from_logits=True) "
                       "for a binary classifier's logit.")
-
-
-def _default_loss(distribution, logits, labels):
-    if distribution == "sigmoid":
-        return keras.losses.BinaryCrossentropy(from_logits=logits)
-    if labels == "sparse":
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
-    return keras.losses.CategoricalCrossentropy(from_logits=logits)
 
 
 def _single_output(model):
@@ -290,52 +273,6 @@ def _encoding(label_shape, output_shape, what="dataset"):
                        f"outputs {tuple(output_shape)}.")
 
 
-def _resolve_loss(identifier):
-    """(the loss as Keras resolves it, its family or None, from_logits or None, its name, its config)."""
-    if isinstance(identifier, (dict, list, tuple)):
-        raise ConfigError(f"the loss is given per output ({identifier!r}); for a model with one output pass one "
-                          "loss (BinarizeConfig(loss=...)).")
-    identifier = _from_keras3(identifier)
-    try:
-        loss = keras.losses.get(identifier)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"the loss {identifier!r} is not a Keras loss ({err}); pass BinarizeConfig(loss=...) "
-                          "with a tf_keras loss, e.g. 'sparse_categorical_crossentropy'.") from err
-    fn = getattr(loss, "fn", loss)  # a LossFunctionWrapper (every built-in Loss class) keeps its function
-    family = _LOSS_FAMILIES.get(fn)
-    if isinstance(loss, keras.losses.Loss):
-        config, name = loss.get_config(), loss.name
-    else:
-        config = {k: p.default for k, p in _parameters(fn).items() if p.default is not inspect.Parameter.empty}
-        name = getattr(fn, "__name__", type(fn).__name__)
-    if family and config.get("axis", -1) != -1:
-        raise ConfigError(f"the loss {name} reduces axis {config['axis']}; bitat_tf reads the classes on the last "
-                          "axis. Pass a loss with axis=-1.")
-    return loss, family, (config.get("from_logits") if family else None), name, config
-
-
-def _from_keras3(identifier):
-    """A Keras 3 loss (read from a Keras 3 model before its conversion) as its tf_keras twin."""
-    module = str(getattr(identifier, "__module__", ""))
-    if isinstance(identifier, str) or not (is_keras3_model(identifier) or module.startswith("keras.")):
-        return identifier
-    if inspect.isfunction(identifier):
-        return identifier.__name__
-    twin = getattr(keras.losses, type(identifier).__name__, None)
-    if twin is None:
-        raise ConfigError(f"the model was compiled with the Keras 3 loss {type(identifier).__name__}, which "
-                          "tf_keras has no twin of; pass BinarizeConfig(loss=...) with a tf_keras loss.")
-    accepted = inspect.signature(twin).parameters
-    return twin(**{k: v for k, v in identifier.get_config().items() if k in accepted and k != "reduction"})
-
-
-def _parameters(fn):
-    try:
-        return inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # a builtin or an object without a signature
-        return {}
-
-
 def _kind(structure, source, family, from_logits, name):
     """(distribution, logits) of the outputs: the loss's reading checked against the last layer's."""
     expects = family[0] if family else None
@@ -350,7 +287,7 @@ def _kind(structure, source, family, from_logits, name):
         if structure in ("softmax", "sigmoid"):
             raise ConfigError(f"{source} already gives probabilities, but the loss {name} has from_logits=True, "
                               "so Keras takes them for logits and trains on the wrong values; compile with "
-                              f"from_logits=False (or the string '{_string_name(name)}') or remove the "
+                              f"from_logits=False (or the string '{string_name(name)}') or remove the "
                               f"{structure}.")
         return expects, True
     if structure == expects or structure == "unknown":
@@ -358,7 +295,7 @@ def _kind(structure, source, family, from_logits, name):
     if structure in ("linear", "other"):
         raise ConfigError(f"{source} gives unbounded values (logits), but the loss {name} expects probabilities "
                           "(from_logits=False, which a loss given as a string means), so Keras clips them into "
-                          f"[0, 1]. Compile with keras.losses.{_class_name(name)}(from_logits=True), or pass it "
+                          f"[0, 1]. Compile with keras.losses.{class_name(name)}(from_logits=True), or pass it "
                           "as BinarizeConfig(loss=...).")
     raise ConfigError(f"{source} gives {structure} probabilities but the loss {name} expects {expects} ones; "
                       f"bitat_tf cannot tell how to distil or score this combination. Use "
@@ -381,14 +318,6 @@ def _label_fix(labels, wanted, distribution, units):
     return f"pass labels that fit {units} classes."
 
 
-def _string_name(name):
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() if name[:1].isupper() else name
-
-
-def _class_name(name):
-    return "".join(part.capitalize() for part in name.split("_"))
-
-
 def _aligned(y_true, y_pred):
     """Labels and outputs as Keras aligns them before a metric: float32, a label vector against a matrix of
     outputs made a column (`compile_utils.match_dtype_and_rank`), then a trailing axis of 1 dropped where
@@ -404,25 +333,4 @@ def _aligned(y_true, y_pred):
     return y_true, y_pred
 
 
-def softmax_kl(teacher, student, logits):
-    """Mean over examples of KL(softmax p || softmax q), from logits or from the probabilities."""
-    if logits:
-        log_p, log_q = tf.nn.log_softmax(teacher), tf.nn.log_softmax(student)
-    else:
-        log_p, log_q = (tf.math.log(tf.clip_by_value(t, _EPSILON, 1.0)) for t in (teacher, student))
-    return tf.reduce_mean(tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1))
-
-
-def binary_kl(teacher, student, logits):
-    """Mean over units and examples of KL(Bernoulli(p) || Bernoulli(q))."""
-    if logits:
-        log_p, log_not_p = tf.math.log_sigmoid(teacher), tf.math.log_sigmoid(-teacher)
-        log_q, log_not_q = tf.math.log_sigmoid(student), tf.math.log_sigmoid(-student)
-    else:
-        p, q = (tf.clip_by_value(t, _EPSILON, 1.0 - _EPSILON) for t in (teacher, student))
-        log_p, log_not_p, log_q, log_not_q = tf.math.log(p), tf.math.log(1 - p), tf.math.log(q), tf.math.log(1 - q)
-    kl = tf.exp(log_p) * (log_p - log_q) + tf.exp(log_not_p) * (log_not_p - log_not_q)
-    return tf.reduce_mean(kl)
-
-
-__all__ = ["Task", "binary_kl", "compiled_loss", "interpret", "softmax_kl"]
+__all__ = ["Task", "compiled_loss", "interpret"]

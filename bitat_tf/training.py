@@ -7,7 +7,7 @@ buffers, the quantizer switches), so the engine traces the step once per run.
 """
 
 from bitat_tf._compat import keras, tf
-from bitat_tf.outputs import softmax_kl
+from bitat_tf.losses import softmax_kl
 from bitat_tf.quantizers import select
 
 TERMS = ("quant", "l1", "reg")
