@@ -19,7 +19,7 @@ _PUBLIC = {
     "BinarizeConfig": "bitat_tf.config",
     "EndToEndConfig": "bitat_tf.baselines",
     "BinarizeResult": "bitat_tf.engine",
-    "binarize": "bitat_tf.progressive",
+    "binarize": "bitat_tf.api",
     "BitatError": "bitat_tf.errors",
     "ConfigError": "bitat_tf.errors",
     "DatasetError": "bitat_tf.errors",

@@ -18,8 +18,10 @@ import time
 
 from bitat_tf import capture, graph, report as report_lib
 from bitat_tf._compat import larq, tf
+from bitat_tf.checkpoint import PhaseCheckpointer, fingerprint
 from bitat_tf.config_checks import check, check_shared, config_dict, is_int, is_real
 from bitat_tf.engine import BinarizeResult, Engine, clock, timing_summary
+from bitat_tf.engine.budgets import end_to_end_phases
 from bitat_tf.errors import ConfigError
 
 METHODS = ("reactnet", "ste")
@@ -107,12 +109,9 @@ class EndToEndRun(Engine):
     """One baseline run on the same engine as BiTAT's driver."""
 
     def __init__(self, model, plan, dataset, validation_data, config, steps_per_epoch, task, verbose):
-        if steps_per_epoch is None and config.steps is None:
-            raise ConfigError("the dataset repeats forever, so an epoch budget is undefined: set "
-                              "EndToEndConfig(steps=...).")
+        self.phase_steps = end_to_end_phases(config, steps_per_epoch)  # refuses epochs of endless data
         super().__init__(model, plan, dataset, validation_data, config, steps_per_epoch, task, verbose,
                          quantizers=_larq_ste if config.quantizers == "larq_ste" else None)
-        self.original = model
         self.rows = {p.name: report_lib.LayerReport(p.name, p.type, p.binarize, p.reason) for p in plan.layers}
 
     def _layers(self):
@@ -131,12 +130,14 @@ class EndToEndRun(Engine):
         return self.fit(self.config.learning_rate, steps, label, layers=self.working.layers,
                         recalibrate_after=-1 if last else None, checkpointed=True)
 
-    def execute(self):
+    def execute(self, checkpoint_dir=None):
+        """Train as the method says; with a `checkpoint_dir`, save at the end of every epoch of each phase and
+        resume from what it holds."""
         config, start = self.config, time.time()
+        if checkpoint_dir is not None:
+            self.phase_checkpoints = PhaseCheckpointer(checkpoint_dir, fingerprint(self.original, config, self.plan))
         tf.keras.utils.set_random_seed(config.seed)
-        total = self.steps(config.steps, config.epochs)
-        if config.method == "reactnet":
-            total = max(total, 2)  # a fraction of an epoch rounds up to a step in each of its two phases
+        total = self.progress.total = sum(self.phase_steps)
         # Larq's ste_sign makes the working model binary from the start; BiTAT's quantizers start switched
         # off, so the working model is the user's and its (run-long) test step measures it.
         fp_accuracy = self.evaluate_model(self.original) if config.quantizers == "larq_ste" else None
@@ -150,11 +151,11 @@ class EndToEndRun(Engine):
             if config.method == "reactnet":
                 for layer in self._layers():
                     graph.set_binary(layer, True, weights=False)
-                self.history["activations"] = self.train_phase("step 1/2 binary activations", total // 2)
+                self.history["activations"] = self.train_phase("step 1/2 binary activations", self.phase_steps[0])
                 self.say(f"step 1/2 done: accuracy {self.evaluate():.4f}; elapsed {clock(time.time() - start)}")
                 for layer in self._layers():
                     graph.set_binary(layer, True)
-                self.history["weights"] = self.train_phase("step 2/2 binary weights", total - total // 2, last=True)
+                self.history["weights"] = self.train_phase("step 2/2 binary weights", self.phase_steps[1], last=True)
             else:
                 if config.quantizers == "bitat":
                     for layer in self._layers():

@@ -11,7 +11,7 @@ import tempfile
 import numpy as np
 
 from bitat_tf import graph, transforms
-from bitat_tf.engine import PhaseTiming
+from bitat_tf.engine.timing import PhaseTiming
 from bitat_tf.errors import ConfigError
 
 _POINTER = "LATEST"

@@ -35,7 +35,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(trained_cnn, data, 
     reference = bitat_tf.binarize(trained_cnn, data, config=config, verbose=0)
 
     calls = []
-    original = progressive._Run.quantize_stage
+    original = progressive.ProgressiveRun.quantize_stage
 
     def dies_on_second_layer(self, names, block_index):
         calls.extend(names)
@@ -43,14 +43,14 @@ def test_resume_after_interruption_matches_uninterrupted_run(trained_cnn, data, 
             raise KeyboardInterrupt("simulated kill")
         return original(self, names, block_index)
 
-    monkeypatch.setattr(progressive._Run, "quantize_stage", dies_on_second_layer)
+    monkeypatch.setattr(progressive.ProgressiveRun, "quantize_stage", dies_on_second_layer)
     with pytest.raises(KeyboardInterrupt):
         bitat_tf.binarize(trained_cnn, data, config=config, checkpoint_dir=tmp_path, verbose=0)
-    monkeypatch.setattr(progressive._Run, "quantize_stage", original)
+    monkeypatch.setattr(progressive.ProgressiveRun, "quantize_stage", original)
     assert (tmp_path / "LATEST").read_text() == "stage-001"
 
     resumed_names = []
-    monkeypatch.setattr(progressive._Run, "quantize_stage",
+    monkeypatch.setattr(progressive.ProgressiveRun, "quantize_stage",
                         lambda self, names, b: resumed_names.extend(names) or original(self, names, b))
     resumed = bitat_tf.binarize(trained_cnn, data, config=config, checkpoint_dir=tmp_path, verbose=0)
     assert resumed_names == ["block1_b", "block2_a"]  # the finished layer is not redone

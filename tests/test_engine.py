@@ -45,8 +45,8 @@ def test_no_stage_after_the_first_traces_anything(trained_cnn, digits_ds, monkey
     monkeypatch.setattr(training.BitatTrainer, "train_step", counted_train)
     monkeypatch.setattr(training.BitatTrainer, "test_step", counted_test)
     forwards = []
-    forward_with_inputs = engine._forward_with_inputs
-    monkeypatch.setattr(engine, "_forward_with_inputs",
+    forward_with_inputs = engine.forward.forward_with_inputs
+    monkeypatch.setattr(engine.forward, "forward_with_inputs",
                         lambda *a: forwards.append(forward_with_inputs(*a)) or forwards[-1])
     config = bitat_tf.BinarizeConfig.paper(final_finetune_steps=2, pass_normalization=normalization, **CHEAP)
     bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), validation_data=digits_ds[1], config=config, verbose=0)
@@ -165,13 +165,13 @@ def test_a_failing_run_also_restores_the_model(trained_cnn, digits, monkeypatch)
     from bitat_tf import progressive
 
     seen = {}
-    original = progressive._Run.finetune_above
+    original = progressive.ProgressiveRun.finetune_above
 
     def fails(run, name):
         seen["working"] = run.working
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(progressive._Run, "finetune_above", fails)
+    monkeypatch.setattr(progressive.ProgressiveRun, "finetune_above", fails)
     x, y = digits[0][:64], digits[1][:64]
     with pytest.raises(KeyboardInterrupt):
         bitat_tf.binarize(trained_cnn, tf.data.Dataset.from_tensor_slices((x, y)).batch(32),
@@ -192,7 +192,7 @@ def test_gated_gradients_train_exactly_as_full_gradients(trained_cnn, digits):
     middle = working.get_layer("block1_b")
     graph.set_binary(working.get_layer("block1_a"), True)
     graph.set_binary(middle, True)
-    controls = engine._Controls(working)
+    controls = engine.controls.Controls(working)
     try:
         trainer = training.BitatTrainer(working)
         # Plain SGD: Adam divides each update by the root of its running squared gradient, which turns the
@@ -321,7 +321,7 @@ def test_a_capture_from_a_deferred_recalibration_equals_one_after_it(trained_cnn
     config = bitat_tf.BinarizeConfig.paper(**dict(CHEAP, capture_batches=2, bn_recalibration_batches=4,
                                                   capture_rows=1024))
     plan = graph.make_plan(trained_cnn, config)
-    run = progressive._Run(trained_cnn, plan, data, None, config, 8, True, 0)
+    run = progressive.ProgressiveRun(trained_cnn, plan, data, None, config, 8, True, 0)
     with run.session(run.penalty):
         first, second = (run.working.get_layer(n) for n in plan.binarized[:2])
         capture.init_threshold(first, run.capture(first), "mean")  # else its binary input is constant
@@ -353,7 +353,7 @@ def test_a_capture_reads_the_batches_its_rows_need(trained_cnn, digits, rows, ba
     config = bitat_tf.BinarizeConfig.paper(**dict(CHEAP, capture_batches=3, bn_recalibration_batches=4,
                                                   capture_rows=rows))
     plan = graph.make_plan(trained_cnn, config)
-    run = progressive._Run(trained_cnn, plan, data, None, config, 8, True, 0)
+    run = progressive.ProgressiveRun(trained_cnn, plan, data, None, config, 8, True, 0)
     with run.session(run.penalty):
         second = run.working.get_layer(plan.binarized[1])
         assert capture.rows_per_image(second) == 16
@@ -398,7 +398,7 @@ def test_compiled_forward_accepts_inputs_of_unknown_rank(trained_cnn, digits):
     x = tf.constant(digits[0][:8])
     for spec in ((tf.TensorSpec(None, tf.float32), tf.TensorSpec([None], tf.int64)),
                  (tf.TensorSpec([None, *x.shape[1:]], tf.float32), tf.TensorSpec([None], tf.int64))):
-        forward = engine._forward_with_inputs(trained_cnn, names, spec)
+        forward = engine.forward.forward_with_inputs(trained_cnn, names, spec)
         outputs = forward(x, tf.constant(False))
         np.testing.assert_allclose(outputs[0].numpy(), trained_cnn(x).numpy(), rtol=1e-5, atol=1e-5)
         assert outputs[1].shape[0] == 8
@@ -438,7 +438,7 @@ def test_graph_options_hold_inside_a_run_only():
                 tf.config.optimizer.get_experimental_options().get("constant_folding", True))
 
     before = current()
-    restore = engine._graph_options()
+    restore = engine.session._graph_options()
     try:
         assert current() == (rewriter_config_pb2.RewriterConfig.ONE, False)
     finally:

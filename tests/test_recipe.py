@@ -26,7 +26,7 @@ def test_distillation_in_a_stage_matches_the_closed_form(trained_cnn, digits):
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
     config = bitat_tf.BinarizeConfig.paper(distill_weight=0.3, **CHEAP)
     plan = graph.make_plan(trained_cnn, config)
-    run = progressive._Run(trained_cnn, plan, ds, None, config, 1, True, 0)
+    run = progressive.ProgressiveRun(trained_cnn, plan, ds, None, config, 1, True, 0)
     with run.session():
         graph.set_binary(run.working.get_layer("block1_a"), True)  # the student now differs from the teacher
         trainer = run._trainer
@@ -73,7 +73,7 @@ def test_every_stage_distils_when_asked(trained_cnn, digits_ds):
 
 def _latent_kernels_around_final_phase(model, data, config, monkeypatch):
     seen = {}
-    original = progressive._Run.final_phase
+    original = progressive.ProgressiveRun.final_phase
 
     def spy(run):
         names = run.plan.binarized
@@ -85,7 +85,7 @@ def _latent_kernels_around_final_phase(model, data, config, monkeypatch):
         seen["alpha_after"] = {n: graph.weight_quantizer(run.working.get_layer(n)).alpha.numpy().copy()
                                for n in names}
 
-    monkeypatch.setattr(progressive._Run, "final_phase", spy)
+    monkeypatch.setattr(progressive.ProgressiveRun, "final_phase", spy)
     result = bitat_tf.binarize(model, data, config=config, verbose=0)
     return seen, result
 
@@ -159,7 +159,7 @@ def test_lever_values_out_of_range(kwargs, match):
 def test_activation_warmup_binarizes_every_input_first_and_keeps_its_thresholds(trained_cnn, digits_ds,
                                                                                  monkeypatch):
     seen = []
-    original = progressive._Run.quantize_stage
+    original = progressive.ProgressiveRun.quantize_stage
 
     def spy(run, names, block_index):
         layers = [run.working.get_layer(n) for n in run.plan.binarized]
@@ -167,7 +167,7 @@ def test_activation_warmup_binarizes_every_input_first_and_keeps_its_thresholds(
                      "weights": [graph.weight_quantizer(l).active for l in layers]})
         return original(run, names, block_index)
 
-    monkeypatch.setattr(progressive._Run, "quantize_stage", spy)
+    monkeypatch.setattr(progressive.ProgressiveRun, "quantize_stage", spy)
     inits = []
     monkeypatch.setattr(progressive.capture, "init_threshold",
                         lambda layer, captured, method: inits.append(layer.name) or
@@ -185,13 +185,13 @@ def test_activation_warmup_binarizes_every_input_first_and_keeps_its_thresholds(
 def test_activation_warmup_trains_at_its_own_learning_rate(trained_cnn, digits_ds, monkeypatch,
                                                            warmup_learning_rate, expected):
     rates = {}
-    original = progressive._Run.fit
+    original = progressive.ProgressiveRun.fit
 
     def spy(run, learning_rate, steps, label, **kwargs):
         rates.setdefault(label, learning_rate)
         return original(run, learning_rate, steps, label, **kwargs)
 
-    monkeypatch.setattr(progressive._Run, "fit", spy)
+    monkeypatch.setattr(progressive.ProgressiveRun, "fit", spy)
     config = bitat_tf.BinarizeConfig.paper(**CHEAP, activation_warmup_steps=2,
                                            warmup_learning_rate=warmup_learning_rate)
     bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), config=config, verbose=0)
@@ -201,13 +201,13 @@ def test_activation_warmup_trains_at_its_own_learning_rate(trained_cnn, digits_d
 
 def test_without_warmup_each_input_is_switched_on_with_its_layer(trained_cnn, digits_ds, monkeypatch):
     seen = []
-    original = progressive._Run.quantize_stage
+    original = progressive.ProgressiveRun.quantize_stage
 
     def spy(run, names, block_index):
         seen.append([run.working.get_layer(n).input_quantizer.active for n in run.plan.binarized])
         return original(run, names, block_index)
 
-    monkeypatch.setattr(progressive._Run, "quantize_stage", spy)
+    monkeypatch.setattr(progressive.ProgressiveRun, "quantize_stage", spy)
     bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), config=bitat_tf.BinarizeConfig.paper(**CHEAP), verbose=0)
     assert seen[0] == [False, False, False] and seen[1] == [True, False, False]
 

@@ -1,0 +1,85 @@
+"""`binarize`: check what the user passes, read the model, and run the method its config names.
+
+The methods are peers on one engine: BiTAT's progressive pass (`progressive.ProgressiveRun`, for a
+`BinarizeConfig`) and the end-to-end baselines (`baselines.EndToEndRun`, for an `EndToEndConfig`).
+"""
+
+from bitat_tf import graph, nesting, outputs
+from bitat_tf._compat import is_keras3_model, keras
+from bitat_tf.baselines import EndToEndConfig, EndToEndRun
+from bitat_tf.config import BinarizeConfig
+from bitat_tf.errors import ConfigError, UnsupportedModelError
+from bitat_tf.inputs import check_checkpoint_dir, check_dataset, check_verbose, with_data_input_size
+from bitat_tf.progressive import ProgressiveRun
+
+
+def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_dir=None, verbose=1):
+    """Binarize a trained Keras model with BiTAT: 1-bit weights and 1-bit activations, layer by layer.
+
+    # Arguments
+        model: a built tf_keras Functional or Sequential model (a Keras 3 model of common layers is
+            converted first). It is never modified.
+        dataset: a `tf.data.Dataset` of `(x, y)` batches, preferably shuffled; labels as the model's loss
+            takes them (class indices, one-hot, or 0/1 for a sigmoid), every batch's checked.
+        validation_data: a dataset of the same kind, on which accuracy is measured: of the full-precision
+            model, at the end of the run, and during it where `config.evaluate_every` says (by default
+            once, after the progressive pass). A few training batches stand in when it is absent.
+        config: a `BinarizeConfig` (defaults otherwise), or an `EndToEndConfig` for the baselines.
+        checkpoint_dir: where the state after each finished layer, and after every epoch of the phases that
+            train the whole network (the last phase, the activation warm-up, the baselines' phases), is
+            kept; a rerun with the same arguments resumes at the first unfinished layer or epoch.
+        verbose: 0 silent, 1 a line per layer and per epoch, 2 Keras progress bars too.
+
+    # Returns
+        A `BinarizeResult` with `.model` (Larq quantized layers carrying `ScaledSign` weights and
+        `ThresholdSign` inputs; a model whose input size was open takes the dataset's), `.report` (with
+        what was read from the model, `report.task`, and each phase's optimizer steps) and `.history`.
+
+    # References
+        - BiTAT: Neural Network Binarization with Task-dependent Aggregated Transformation
+          (Park et al., ECCV 2022 Workshops), Algorithm 1.
+
+    !!! example
+        ```python
+        result = bitat_tf.binarize(model, train_ds, validation_data=val_ds)
+        print(result.report.to_markdown())
+        ```
+    """
+    config = BinarizeConfig() if config is None else config
+    if not isinstance(config, (BinarizeConfig, EndToEndConfig)):
+        raise ConfigError(f"config must be a bitat_tf.BinarizeConfig (or an EndToEndConfig for the baselines), "
+                          f"got {type(config).__name__}.")
+    verbose = check_verbose(verbose)
+    if checkpoint_dir is not None:
+        checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
+    compiled_loss = outputs.compiled_loss(model)  # conversion and flattening drop it
+    model = _prepared(model, dataset)
+    plan = graph.make_plan(model, config)
+    loss = compiled_loss if config.loss is None else config.loss
+    steps_per_epoch, task = check_dataset(dataset, model, loss=loss)
+    if validation_data is not None:
+        check_dataset(validation_data, model, what="validation_data", task=task)
+    method = EndToEndRun if isinstance(config, EndToEndConfig) else ProgressiveRun
+    run = method(model, plan, dataset, validation_data, config, steps_per_epoch, task, verbose)
+    return run.execute(checkpoint_dir)
+
+
+def _prepared(model, dataset):
+    """The user's model as one flat tf_keras graph whose input size is the data's."""
+    model = _as_tf_keras(model)
+    if isinstance(model, keras.Model) and nesting.has_nested_models(model):
+        model = nesting.flatten(model)  # outputs checked equal; layers named by their nested path
+    return with_data_input_size(model, dataset)  # an input of open size takes the data's
+
+
+def _as_tf_keras(model):
+    if not is_keras3_model(model):
+        return model
+    try:
+        from bitat_tf.keras3 import to_tf_keras
+    except ImportError as err:  # pragma: no cover - the module ships with the package
+        raise UnsupportedModelError(f"{type(model).__name__} is a Keras 3 model; rebuild it with tf_keras.") from err
+    return to_tf_keras(model)
+
+
+__all__ = ["binarize"]
