@@ -28,7 +28,8 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
         checkpoint_dir: where the state after each finished layer, and after every epoch of the phases that
             train the whole network (the last phase, the activation warm-up, the baselines' phases), is
             kept; a rerun with the same arguments resumes at the first unfinished layer or epoch.
-        verbose: 0 silent, 1 a line per layer and per epoch, 2 Keras progress bars too.
+        verbose: 0 silent; 1 (the default) a progress bar per stage on a terminal, collapsing to a summary
+            line when the stage ends (in a log or a pipe only the summary lines); 2 a line per epoch.
 
     # Returns
         A `BinarizeResult` with `.model` (Larq quantized layers carrying `ScaledSign` weights and

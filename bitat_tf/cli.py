@@ -108,10 +108,13 @@ def run_demo(args):
     config = _config_from(args)
     result = bitat_tf.binarize(model, train, validation_data=test, config=config,
                                checkpoint_dir=args.checkpoint_dir, verbose=args.verbose)
-    print(result.report.to_markdown())
     report = result.report
+    if args.verbose >= 2:
+        print(report.to_markdown())
     print(f"\n{'model':<16}{'test accuracy':>14}\n{'full precision':<16}{report.fp_accuracy:>14.4f}\n"
           f"{'binary (BiTAT)':<16}{report.binary_accuracy:>14.4f}")
+    if args.verbose == 1 and not args.report:
+        print("per-layer report: --verbose 2 (markdown) or --report FILE (JSON)")
     _write_outputs(result, args)
     return 0
 
@@ -169,7 +172,9 @@ def build_parser():
         _config_arguments(command)
         command.add_argument("--checkpoint-dir", help="resume from / save to this folder after each layer")
         command.add_argument("--report", help="write the report as JSON here")
-        command.add_argument("--verbose", type=int, default=1)
+        command.add_argument("--verbose", type=int, default=1,
+                             help="0 silent; 1 (default) a progress bar per stage on a terminal, summary lines in "
+                                  "a log; 2 a line per epoch (and the demo's per-layer report)")
     # digits has 22 batches an epoch: a few epochs per layer still take seconds (and seven times the pass
     # in the default recipe's last phase)
     demo.set_defaults(epochs_per_layer=1.5, finetune_epochs=0.5, max_groups=16)

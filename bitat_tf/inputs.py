@@ -117,8 +117,8 @@ def _check_dtype(spec, what, expected):
 def check_verbose(verbose):
     """`verbose` must be 0, 1 or 2 (or a bool)."""
     if verbose not in (0, 1, 2) or not isinstance(verbose, (int, bool)):
-        raise ConfigError(f"verbose must be 0 (silent), 1 (a line per layer and epoch) or 2 (Keras progress "
-                          f"bars too), got {verbose!r}.")
+        raise ConfigError(f"verbose must be 0 (silent), 1 (a progress bar per stage, summary lines in a log) or 2 "
+                          f"(a line per epoch), got {verbose!r}.")
     return int(verbose)
 
 

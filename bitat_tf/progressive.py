@@ -143,7 +143,7 @@ class ProgressiveRun(Engine):
         label = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]} ({len(names)} layers)"
         position = f"[{n_done + len(names)}/{len(order)}]"
         self.progress.detail(f"{position} {label} (block {block_index + 1}/{len(self.plan.blocks)})")
-        with self.progress.stage(position, self.budget.stage(names)):
+        with self.progress.stage(position, self.budget.stage(names), label):
             quantized = self.quantize_stage(names, block_index)
             finetuned = self.finetune_above(names)
             for name in names:

@@ -25,7 +25,9 @@ model = make_cnn(keras)
 ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
 config = bitat_tf.BinarizeConfig.paper(steps_per_layer=40, finetune_steps=10, max_groups=4, bn_recalibration_batches=2,
                                  seed=5)
-result = bitat_tf.binarize(model, ds, config=config, checkpoint_dir=sys.argv[2] if len(sys.argv) > 2 else None)
+# verbose=2: a line as each stage starts, which the test reads to know when to kill the run
+result = bitat_tf.binarize(model, ds, config=config, checkpoint_dir=sys.argv[2] if len(sys.argv) > 2 else None,
+                           verbose=2)
 kernels = {}
 for name in ("block1_a", "block1_b", "block2_a"):
     with larq.context.quantized_scope(True):
