@@ -19,7 +19,7 @@ import time
 from bitat_tf import capture, graph, report as report_lib
 from bitat_tf._compat import larq, tf
 from bitat_tf.checkpoint import PhaseCheckpointer, fingerprint
-from bitat_tf.config_checks import check, check_shared, config_dict, is_int, is_real
+from bitat_tf.config_checks import DISTILL_TARGETS, check, check_shared, config_dict, is_int, is_real
 from bitat_tf.engine import BinarizeResult, Engine, clock, timing_summary
 from bitat_tf.engine.budgets import end_to_end_phases
 from bitat_tf.errors import ConfigError
@@ -41,6 +41,7 @@ class EndToEndConfig:
             and 8e-3 for "ste", each method's best on validation in our learning-rate trials (docs/results.md).
         distill_weight: weight of the KL divergence to the full-precision model in
             `(1 - w) * task + w * KL`; default 1.0 for "reactnet" (its recipe), 0.0 for "ste".
+        distill_target: what that term teaches, "teacher" or "corrected", as in `BinarizeConfig`.
         quantizers: "bitat" (the quantizers BiTAT uses) or "larq_ste" (Larq's `ste_sign` everywhere, "ste"
             only).
         threshold_init: input threshold start for "bitat" quantizers: "mean", "median" or "zero".
@@ -57,9 +58,10 @@ class EndToEndConfig:
     blocks = "auto"
 
     def __init__(self, *, method="reactnet", epochs=1.0, steps=None, learning_rate=None, distill_weight=None,
-                 quantizers="bitat", threshold_init="mean", binarize_first=False, binarize_last=False,
-                 binarize_depthwise=False, binarize_dense=True, keep_full_precision=(), force_binarize=(),
-                 capture_batches=4, capture_memory_mb=512, bn_recalibration_batches=16, seed=0, loss=None):
+                 distill_target="teacher", quantizers="bitat", threshold_init="mean", binarize_first=False,
+                 binarize_last=False, binarize_depthwise=False, binarize_dense=True, keep_full_precision=(),
+                 force_binarize=(), capture_batches=4, capture_memory_mb=512, bn_recalibration_batches=16, seed=0,
+                 loss=None):
         name = "EndToEndConfig"
         check(method in METHODS, "method", method, f"one of {METHODS}", name)
         check(is_real(epochs) and epochs >= 0, "epochs", epochs, "a finite number of epochs >= 0", name)
@@ -75,6 +77,7 @@ class EndToEndConfig:
         distill_weight = (1.0 if method == "reactnet" else 0.0) if distill_weight is None else distill_weight
         check(is_real(distill_weight) and 0 <= distill_weight <= 1, "distill_weight", distill_weight,
                "a number in [0, 1]", name)
+        check(distill_target in DISTILL_TARGETS, "distill_target", distill_target, f"one of {DISTILL_TARGETS}", name)
         check(quantizers in QUANTIZERS, "quantizers", quantizers, f"one of {QUANTIZERS}", name)
         if quantizers == "larq_ste" and method != "ste":
             raise ConfigError(f"{name}: quantizers='larq_ste' has no separate activation and weight switches, "
@@ -86,6 +89,7 @@ class EndToEndConfig:
                                    keep_full_precision=keep_full_precision, force_binarize=force_binarize)
         self.method, self.epochs, self.steps = method, float(epochs), steps
         self.learning_rate, self.distill_weight = float(learning_rate), float(distill_weight)
+        self.distill_target = distill_target
         self.quantizers, self.threshold_init = quantizers, threshold_init
         self.binarize_first, self.binarize_last = bool(binarize_first), bool(binarize_last)
         self.binarize_depthwise, self.binarize_dense = bool(binarize_depthwise), bool(binarize_dense)

@@ -51,6 +51,9 @@ class BinarizeConfig:
         distill_weight: w in `(1 - w) * task + w * KL(teacher || student)` in every stage (quantize,
             fine-tune above, last phase), the teacher being a frozen copy of the full-precision model
             (ReActNet's distribution loss; beyond the paper). 0 = task loss only.
+        distill_target: what that term teaches: "teacher" (the teacher's output distribution on every
+            example) or "corrected" (the teacher's where it predicts the label, the task loss where it does
+            not, so a teacher's mistakes are not taught; beyond the paper).
         pass_distillation: whether the pass's stages (quantize, fine-tune above) distil too when
             distill_weight > 0; False trains them on the task loss, without the teacher's forward pass (the
             activation warm-up and the last phase distil either way).
@@ -115,6 +118,7 @@ class BinarizeConfig:
         final_phase="end_to_end",
         final_learning_rate=8e-3,
         distill_weight=1.0,
+        distill_target="teacher",
         pass_distillation=True,
         activation_warmup_steps=0,
         warmup_learning_rate=None,

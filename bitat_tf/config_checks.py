@@ -15,6 +15,7 @@ FINAL_PHASES = ("finetune", "end_to_end")
 STAGES = ("layer", "block")
 PASS_NORMALIZATIONS = ("recalibrated", "batch")
 EVALUATE_EVERY = ("layer", "block", "end")
+DISTILL_TARGETS = ("teacher", "corrected")  # the teacher's output everywhere, or where it is right
 
 
 def check(ok, name, value, must, owner="BinarizeConfig"):
@@ -75,6 +76,7 @@ def _check_training(s):
     check(s["final_phase"] in FINAL_PHASES, "final_phase", s["final_phase"], f"one of {FINAL_PHASES}")
     check(is_real(s["distill_weight"]) and 0 <= s["distill_weight"] <= 1, "distill_weight", s["distill_weight"],
           "a number in [0, 1]")
+    check(s["distill_target"] in DISTILL_TARGETS, "distill_target", s["distill_target"], f"one of {DISTILL_TARGETS}")
     check(isinstance(s["pass_distillation"], bool), "pass_distillation", s["pass_distillation"], "True or False")
     check(s["stage"] in STAGES, "stage", s["stage"], f"one of {STAGES}")
     check(s["pass_normalization"] in PASS_NORMALIZATIONS, "pass_normalization", s["pass_normalization"],

@@ -83,17 +83,19 @@ def class_name(name):
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def softmax_kl(teacher, student, logits):
-    """Mean over examples of KL(softmax p || softmax q), from logits or from the probabilities."""
+def softmax_kl(teacher, student, logits, weights=None):
+    """Mean over examples of KL(softmax p || softmax q), from logits or from the probabilities; each
+    example's term times its weight when `weights` (one per example) are given."""
     if logits:
         log_p, log_q = tf.nn.log_softmax(teacher), tf.nn.log_softmax(student)
     else:
         log_p, log_q = (tf.math.log(tf.clip_by_value(t, _EPSILON, 1.0)) for t in (teacher, student))
-    return tf.reduce_mean(tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1))
+    return _weighted_mean(tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1), weights)
 
 
-def binary_kl(teacher, student, logits):
-    """Mean over units and examples of KL(Bernoulli(p) || Bernoulli(q))."""
+def binary_kl(teacher, student, logits, weights=None):
+    """Mean over units and examples of KL(Bernoulli(p) || Bernoulli(q)); each example's mean over its
+    units times its weight when `weights` (one per example) are given."""
     if logits:
         log_p, log_not_p = tf.math.log_sigmoid(teacher), tf.math.log_sigmoid(-teacher)
         log_q, log_not_q = tf.math.log_sigmoid(student), tf.math.log_sigmoid(-student)
@@ -101,7 +103,15 @@ def binary_kl(teacher, student, logits):
         p, q = (tf.clip_by_value(t, _EPSILON, 1.0 - _EPSILON) for t in (teacher, student))
         log_p, log_not_p, log_q, log_not_q = tf.math.log(p), tf.math.log(1 - p), tf.math.log(q), tf.math.log(1 - q)
     kl = tf.exp(log_p) * (log_p - log_q) + tf.exp(log_not_p) * (log_not_p - log_not_q)
-    return tf.reduce_mean(kl)
+    if weights is None:
+        return tf.reduce_mean(kl)
+    return _weighted_mean(tf.reduce_mean(tf.reshape(kl, [tf.shape(kl)[0], -1]), axis=-1), weights)
+
+
+def _weighted_mean(per_example, weights):
+    if weights is None:
+        return tf.reduce_mean(per_example)
+    return tf.reduce_mean(tf.reshape(per_example, [-1]) * tf.reshape(tf.cast(weights, per_example.dtype), [-1]))
 
 
 __all__ = ["LOSS_FAMILIES", "binary_kl", "class_name", "default_loss", "resolve", "softmax_kl", "string_name"]

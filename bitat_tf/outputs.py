@@ -84,14 +84,22 @@ class Task:
         """The accuracy as a Keras metric named "accuracy", for `compile(metrics=[...])`."""
         return keras.metrics.MeanMetricWrapper(self.accuracy, name="accuracy")
 
-    def divergence(self, teacher, student):
+    def divergence(self, teacher, student, weights=None):
         """Mean KL divergence from the teacher's output distribution to the student's: over the classes of
         a softmax (from logits or from the probabilities), per unit for sigmoids (a Bernoulli each; the
-        mean over units, as binary crossentropy averages them)."""
+        mean over units, as binary crossentropy averages them). `weights`: one per example, multiplying
+        its term before the mean over the batch."""
         teacher, student = tf.cast(teacher, tf.float32), tf.cast(student, tf.float32)
         if self.distribution == "softmax":
-            return softmax_kl(teacher, student, self.logits)
-        return binary_kl(teacher, student, self.logits)
+            return softmax_kl(teacher, student, self.logits, weights)
+        return binary_kl(teacher, student, self.logits, weights)
+
+    def example_losses(self, y_true, y_pred):
+        """The task loss of each example: Keras' loss before its reduction over the batch (shape (N,))."""
+        loss = self.loss
+        values = loss.call(y_true, y_pred) if isinstance(loss, keras.losses.Loss) else loss(y_true, y_pred)
+        values = tf.cast(values, tf.float32)
+        return tf.reduce_mean(tf.reshape(values, [tf.shape(y_pred)[0], -1]), axis=-1)
 
     # ---- labels ----------------------------------------------------------------------------------------
     def label_fault(self, y):

@@ -7,6 +7,7 @@ buffers, the quantizer switches), so the engine traces the step once per run.
 """
 
 from bitat_tf._compat import keras, tf
+from bitat_tf.config_checks import DISTILL_TARGETS
 from bitat_tf.losses import softmax_kl
 from bitat_tf.quantizers import select
 
@@ -27,6 +28,9 @@ class BitatTrainer(keras.Model):
             `(1 - distill_weight) * task + distill_weight * KL(teacher || student)`.
         distill_weight: in [0, 1]; 0 leaves the task loss alone. `set_distillation(False)` switches the
             term off (and the teacher's forward pass with it) from the next step on, without a new trace.
+        distill_target: what the distillation term learns: "teacher" (the teacher's output distribution
+            for every example) or "corrected" (the teacher's where its prediction is right, and the label,
+            through the task loss, where it is wrong: a teacher's mistakes are not taught). Needs `task`.
         task: the `outputs.Task` of the model: the distillation term is its divergence (KL over a
             softmax's classes, or per sigmoid unit, from logits or probabilities), and every batch's labels
             are checked against it before the loss reads them. None: outputs are softmax logits, labels
@@ -40,13 +44,16 @@ class BitatTrainer(keras.Model):
     """
 
     def __init__(self, model, *, penalty=None, weights=None, teacher=None, distill_weight=0.0,
-                 task=None, segments=None, **kwargs):
+                 distill_target="teacher", task=None, segments=None, **kwargs):
         super().__init__(**kwargs)
         self.inner = model
         object.__setattr__(self, "segments", segments)  # read, not owned: not tracked
         self.penalty = penalty
         self.teacher = teacher if distill_weight > 0 else None
         self.distill_weight = float(distill_weight)
+        if distill_target not in DISTILL_TARGETS or (distill_target == "corrected" and task is None):
+            raise ValueError(f"distill_target={distill_target!r}: one of {DISTILL_TARGETS}, 'corrected' with a task")
+        self.distill_target = distill_target
         object.__setattr__(self, "task", task)  # read, not owned: not tracked
         weights = dict(weights or {})
         object.__setattr__(self, "_term_weights", {
@@ -96,7 +103,7 @@ class BitatTrainer(keras.Model):
             total, values = task, []
             if self.teacher is not None:
                 on = tf.cast(self._distilling, task.dtype)
-                weight, distill = self.distill_weight * on, on * self.distillation(x, y_pred)
+                weight, distill = self.distill_weight * on, on * self.distillation(x, y, y_pred)
                 total = (1.0 - weight) * task + weight * distill
             if self.penalty is not None:
                 terms = self.penalty.terms()
@@ -122,14 +129,20 @@ class BitatTrainer(keras.Model):
         self.nonfinite.update_state(tf.reduce_sum(tf.cast(~tf.math.is_finite(tf.cast(x, tf.float32)), tf.float32)))
         return {m.name: m.result() for m in self.metrics}
 
-    def distillation(self, x, y_pred):
+    def distillation(self, x, y, y_pred):
         """Mean KL divergence from the teacher's output distribution to the student's (the teacher runs
-        only while distilling; its output is a constant for the tape, so no gradient op is built for it)."""
+        only while distilling; its output is a constant for the tape, so no gradient op is built for it).
+        With distill_target="corrected", an example the teacher gets wrong contributes its task loss
+        instead (by Keras' accuracy of the teacher's output: the share of right units for sigmoids)."""
         target = tf.stop_gradient(tf.cond(self._distilling, lambda: self.teacher(x, training=False),
                                           lambda: tf.zeros_like(y_pred)))
         if self.task is None:
             return softmax_kl(tf.cast(target, tf.float32), tf.cast(y_pred, tf.float32), logits=True)
-        return self.task.divergence(target, y_pred)
+        if self.distill_target == "teacher":
+            return self.task.divergence(target, y_pred)
+        right = tf.reshape(tf.stop_gradient(tf.cast(self.task.accuracy(y, target), tf.float32)), [-1])
+        wrong_loss = tf.reduce_mean((1.0 - right) * self.task.example_losses(y, y_pred))
+        return self.task.divergence(target, y_pred, weights=right) + wrong_loss
 
 
 def _latent(variable):

@@ -79,17 +79,18 @@ def test_distillation_is_kl_to_the_teacher():
     student = keras.Model(inputs, keras.layers.Dense(4, name="d")(inputs))
     trainer = BitatTrainer(student, teacher=student, distill_weight=1.0)
     x = tf.constant(np.random.default_rng(0).normal(size=(5, 3)), tf.float32)
-    assert float(trainer.distillation(x, student(x))) == pytest.approx(0.0, abs=1e-6)
+    assert float(trainer.distillation(x, None, student(x))) == pytest.approx(0.0, abs=1e-6)
     logits = tf.constant(np.random.default_rng(1).normal(size=(5, 4)), tf.float32)
     p, q = tf.nn.softmax(student(x)).numpy(), tf.nn.softmax(logits).numpy()
     expected = np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=-1))
-    assert float(trainer.distillation(x, logits)) == pytest.approx(expected, rel=1e-5)
+    assert float(trainer.distillation(x, None, logits)) == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(method="xnor"), "method must be one of"),
     (dict(epochs=0), "training budget is zero"),
     (dict(distill_weight=1.5), "distill_weight must be a number in"),
+    (dict(distill_target="labels"), "distill_target must be one of"),
     (dict(method="reactnet", quantizers="larq_ste"), "method='ste' only"),
     (dict(learning_rate=0), "learning_rate must be"),
     (dict(keep_full_precision=["a"], force_binarize=["a"]), "appear in both"),

@@ -8,6 +8,7 @@ import bitat_tf
 from bitat_tf import outputs
 from bitat_tf._compat import keras, tf
 from bitat_tf.errors import ConfigError, DatasetError, UnsupportedModelError
+from bitat_tf.training import BitatTrainer
 
 L = keras.layers
 SCCE_LOGITS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -137,6 +138,42 @@ def test_divergence_is_the_kl_of_the_output_distribution(distribution, logits, u
     assert float(task.divergence(*inputs)) == pytest.approx(expected, rel=1e-4)
     assert float(task.divergence(inputs[0], inputs[0])) == pytest.approx(0.0, abs=1e-6)
     assert expected > 1e-3
+
+
+
+@pytest.mark.parametrize("distribution, logits, units, labels", [
+    ("softmax", True, 10, "sparse"), ("softmax", False, 10, "dense"), ("sigmoid", True, 1, "binary")])
+def test_corrected_distillation_teaches_the_label_where_the_teacher_is_wrong(distribution, logits, units, labels):
+    """distill_target="corrected": the KL to the teacher on the examples it predicts right, the task loss
+    (Keras' own, per example) on the others, averaged over the whole batch; all right = the plain KL."""
+    rng = np.random.default_rng(0)
+    teacher_out, student_out = (rng.normal(size=(8, units)).astype("float32") for _ in range(2))
+    if not logits:
+        teacher_out, student_out = (tf.nn.softmax(v).numpy() for v in (teacher_out, student_out))
+    if distribution == "sigmoid":
+        guess = (teacher_out[:, 0] > 0).astype("int32")
+        y = np.where(np.arange(8) % 3 == 0, 1 - guess, guess)  # the teacher wrong on examples 0, 3, 6
+        loss = keras.losses.BinaryCrossentropy(from_logits=True)
+    else:
+        guess = teacher_out.argmax(-1)
+        classes = np.where(np.arange(8) % 3 == 0, (guess + 1) % units, guess)
+        y = classes if labels == "sparse" else np.eye(units, dtype="float32")[classes]
+        loss = (keras.losses.SparseCategoricalCrossentropy(from_logits=logits) if labels == "sparse"
+                else keras.losses.CategoricalCrossentropy(from_logits=logits))
+    task = outputs.Task(loss, "x", distribution, logits, units, labels, "test")
+    inputs = keras.Input((units,))
+    trainer = BitatTrainer(keras.Model(inputs, inputs), teacher=keras.Model(inputs, inputs), distill_weight=1.0,
+                           distill_target="corrected", task=task)
+    right = np.arange(8) % 3 != 0
+    per_example_kl = [float(task.divergence(teacher_out[i:i + 1], student_out[i:i + 1])) for i in range(8)]
+    per_example_task = [float(loss(y[i:i + 1], student_out[i:i + 1])) for i in range(8)]
+    expected = np.mean(np.where(right, per_example_kl, per_example_task))
+    got = float(trainer.distillation(tf.constant(teacher_out), tf.constant(y), tf.constant(student_out)))
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert abs(expected - np.mean(per_example_kl)) > 1e-3  # the wrong examples change the number
+    everywhere_right = guess if labels != "dense" else np.eye(units, dtype="float32")[guess]
+    assert float(trainer.distillation(tf.constant(teacher_out), tf.constant(everywhere_right),
+                                      tf.constant(student_out))) == pytest.approx(np.mean(per_example_kl), rel=1e-5)
 
 
 # ---- end to end: each supported combination binarizes, and its report agrees with Keras -------------------------

@@ -58,7 +58,8 @@ class CompiledSession:
     def _compile(self, penalty):
         """The run's `BitatTrainer` with Adam over a `StageCosine` schedule, its variables made up front."""
         self._trainer = BitatTrainer(self.working, penalty=penalty, teacher=self.teacher,
-                                     distill_weight=self.config.distill_weight, task=self.task,
+                                     distill_weight=self.config.distill_weight,
+                                     distill_target=self.config.distill_target, task=self.task,
                                      segments=self._segments)
         self._schedule = StageCosine()
         self._trainer.compile(optimizer=_adam(self._schedule), loss=self.loss, metrics=[self.task.metric()])
