@@ -4,7 +4,9 @@ The methods are peers on one engine: BiTAT's progressive pass (`progressive.Prog
 `BinarizeConfig`) and the end-to-end baselines (`baselines.EndToEndRun`, for an `EndToEndConfig`).
 """
 
-from bitat_tf import graph, nesting, outputs
+import dataclasses
+
+from bitat_tf import budget, graph, nesting, outputs
 from bitat_tf._compat import is_keras3_model, keras
 from bitat_tf.baselines import EndToEndConfig, EndToEndRun
 from bitat_tf.config import BinarizeConfig
@@ -13,7 +15,7 @@ from bitat_tf.inputs import check_checkpoint_dir, check_dataset, check_verbose, 
 from bitat_tf.progressive import ProgressiveRun
 
 
-def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_dir=None, verbose=1):
+def binarize(model, dataset, *, validation_data=None, config=None, epochs=None, checkpoint_dir=None, verbose=1):
     """Binarize a trained Keras model with BiTAT: 1-bit weights and 1-bit activations, layer by layer.
 
     # Arguments
@@ -25,6 +27,11 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
             model, at the end of the run, and during it where `config.evaluate_every` says (by default
             once, after the progressive pass). A few training batches stand in when it is absent.
         config: a `BinarizeConfig` (defaults otherwise), or an `EndToEndConfig` for the baselines.
+        epochs: the whole run's budget in epochs of `dataset`, when no config is given: the run takes
+            the recipe that led the measured curves at that budget a binarized layer (`bitat_tf.budget`;
+            the report's `recipe` says which and why): ReActNet's two steps at small budgets, BiTAT's pass
+            as a warm start for end-to-end distillation above them. Without it, `BinarizeConfig()`'s own
+            budget (1.5 epochs a binarized layer), which runs `BinarizeConfig()`.
         checkpoint_dir: where the state after each finished layer, and after every epoch of the phases that
             train the whole network (the last phase, the activation warm-up, the baselines' phases), is
             kept; a rerun with the same arguments resumes at the first unfinished layer or epoch.
@@ -46,8 +53,10 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
         print(result.report.to_markdown())
         ```
     """
-    config = BinarizeConfig() if config is None else config
-    if not isinstance(config, (BinarizeConfig, EndToEndConfig)):
+    if epochs is not None and config is not None:
+        raise ConfigError("binarize: pass the budget either as epochs= (the recipe is then chosen for it) or "
+                          "inside config (its epochs/steps settings), not both.")
+    if config is not None and not isinstance(config, (BinarizeConfig, EndToEndConfig)):
         raise ConfigError(f"config must be a bitat_tf.BinarizeConfig (or an EndToEndConfig for the baselines), "
                           f"got {type(config).__name__}.")
     verbose = check_verbose(verbose)
@@ -55,6 +64,10 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
         checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
     compiled_loss = outputs.compiled_loss(model)  # conversion and flattening drop it
     model = _prepared(model, dataset)
+    choice = None
+    if config is None:  # the recipe for the budget; the layer policy is the same for every recipe
+        layers = len(graph.make_plan(model, BinarizeConfig()).binarized)
+        config, choice = budget.choose(budget.default_epochs(layers) if epochs is None else epochs, layers)
     plan = graph.make_plan(model, config)
     loss = compiled_loss if config.loss is None else config.loss
     steps_per_epoch, task = check_dataset(dataset, model, loss=loss)
@@ -62,7 +75,10 @@ def binarize(model, dataset, *, validation_data=None, config=None, checkpoint_di
         check_dataset(validation_data, model, what="validation_data", task=task)
     method = EndToEndRun if isinstance(config, EndToEndConfig) else ProgressiveRun
     run = method(model, plan, dataset, validation_data, config, steps_per_epoch, task, verbose)
-    return run.execute(checkpoint_dir)
+    result = run.execute(checkpoint_dir)
+    if choice is not None:
+        result.report.recipe = dataclasses.asdict(choice)
+    return result
 
 
 def _prepared(model, dataset):

@@ -39,6 +39,7 @@ class Report:
     export: dict = None  # filled by bitat_tf.verify_export
     timing: dict = None  # per phase: steps, seconds per step; overhead = wall - steps x seconds per step
     task: dict = None  # what was read from the model: outputs, loss, labels, the accuracy (outputs.Task)
+    recipe: dict = None  # the recipe binarize(epochs=...) chose for the budget, and why (budget.Choice)
 
     @property
     def transform_params(self):
@@ -81,6 +82,8 @@ class Report:
             f"{_fmt(self.unaggregated_params)} ({_pct(ratio)})",
             f"- binarization time: {_fmt(self.seconds)} s",
         ]
+        if self.recipe:
+            lines.append(f"- recipe: {self.recipe['description']} ({self.recipe['reason']})")
         if self.task:
             t = self.task
             lines.append(f"- task: {t['output']} ({t['units']} units, from {t['read_from']}), loss {t['loss']}, "
