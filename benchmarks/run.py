@@ -85,6 +85,12 @@ METHODS = {
     # phase's learning rate), then a short pass binarizes the weights layer by layer instead of all at once
     "bitat_act_p12": ("bitat", {"variant": "bitat", "distill_weight": 1.0, "final_phase": "end_to_end",
                                 "pass_share": 0.125, "warmup_share": 0.5, "warmup_at_final_lr": True}),
+    # progressive STE (issue 29, item 5): the binarization moves up a block at a time, as in the pass, but
+    # every layer trains in every stage (the binarized blocks below through their signs); half the budget,
+    # then end-to-end distillation on the other half
+    "progressive_ste": ("bitat", {"variant": "sequential", "stage": "block", "pass_trains": "network",
+                                  "distill_weight": 1.0, "final_phase": "end_to_end", "pass_share": 0.5,
+                                  "pass_normalization": "batch"}),
 }
 LABELS = {
     "bitat": "BiTAT (full, k-means aggregated)", "sequential": "BiTAT sequential only",
@@ -105,6 +111,7 @@ LABELS = {
     "sequential_block_p12": "sequential warm start a block at a time on an eighth + end-to-end distillation",
     "bitat_act_e2e": "activations first, then BiTAT pass, then end-to-end distillation",
     "bitat_act_p12": "activations first on half the budget, BiTAT pass on an eighth, end-to-end distillation",
+    "progressive_ste": "progressive STE: binarized a block at a time, every layer training, then end-to-end",
     "bitat_act_pass": "activations first on half the budget (weights real), then BiTAT's pass on the weights",
 }
 # BinarizeConfig / EndToEndConfig arguments the runner derives from its own flags and the budget; `--set`

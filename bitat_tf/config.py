@@ -61,6 +61,10 @@ class BinarizeConfig:
             or "block" (every layer of a block quantized together for the block's summed budget, then all
             frozen and the layers above fine-tuned: fewer stages, more steps each). "block" needs a variant
             without the transform penalty ("sequential", or quant_weight=0), which is defined per layer.
+        pass_trains: what a quantize step of the pass trains: "stage" (the paper: the stage's layers and their
+            BatchNorms, everything below frozen) or "network" (every layer: the binarized layers below keep
+            training their latent weights through the straight-through gradient while the binarization
+            moves up a stage at a time; beyond the paper, a progressive STE).
         evaluate_every: when accuracy is measured during the pass: after every "layer" (stage), at the end
             of every "block" (`paper()`: the curve at block resolution for a third of the cost on
             ReActNet-A), or only at the "end" (the default: once after the pass when a last phase follows,
@@ -123,6 +127,7 @@ class BinarizeConfig:
         activation_warmup_steps=0,
         warmup_learning_rate=None,
         stage="layer",
+        pass_trains="stage",
         pass_normalization="batch",
         evaluate_every="end",
         learning_rate=2.4e-2,

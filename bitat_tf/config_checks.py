@@ -13,6 +13,7 @@ from bitat_tf.recipes import VARIANTS
 THRESHOLD_INITS = ("mean", "median", "zero")
 FINAL_PHASES = ("finetune", "end_to_end")
 STAGES = ("layer", "block")
+PASS_TRAINS = ("stage", "network")
 PASS_NORMALIZATIONS = ("recalibrated", "batch")
 EVALUATE_EVERY = ("layer", "block", "end")
 DISTILL_TARGETS = ("teacher", "corrected")  # the teacher's output everywhere, or where it is right
@@ -79,6 +80,7 @@ def _check_training(s):
     check(s["distill_target"] in DISTILL_TARGETS, "distill_target", s["distill_target"], f"one of {DISTILL_TARGETS}")
     check(isinstance(s["pass_distillation"], bool), "pass_distillation", s["pass_distillation"], "True or False")
     check(s["stage"] in STAGES, "stage", s["stage"], f"one of {STAGES}")
+    check(s["pass_trains"] in PASS_TRAINS, "pass_trains", s["pass_trains"], f"one of {PASS_TRAINS}")
     check(s["pass_normalization"] in PASS_NORMALIZATIONS, "pass_normalization", s["pass_normalization"],
           f"one of {PASS_NORMALIZATIONS}")
     check(s["evaluate_every"] in EVALUATE_EVERY, "evaluate_every", s["evaluate_every"], f"one of {EVALUATE_EVERY}")

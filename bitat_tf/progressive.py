@@ -72,6 +72,8 @@ class ProgressiveRun(Engine):
                 weights = {"quant": config.quant_weight, "l1": config.l1_weight, "reg": config.reg_weight}
             bn = graph.following_batchnorm(layer)
             layers += [layer] + ([bn] if bn is not None else [])
+        if config.pass_trains == "network":  # progressive STE: the layers below train on through their signs
+            layers = self.working.layers
         label = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
         hist = self.fit(config.learning_rate, self.budget.quantize(names), f"{label} quantize", layers=layers,
                         extra=extra, weights=weights, distill=config.pass_distillation)
@@ -88,8 +90,9 @@ class ProgressiveRun(Engine):
         the forward passes that also capture the next stage's first inputs)."""
         index = self.plan[names[-1]].index
         label = names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
+        layers = self.working.layers if self.config.pass_trains == "network" else self._layers_above(index)
         return self.fit(self.config.finetune_learning_rate, self.budget.finetune(names), f"{label} fine-tune above",
-                        layers=self._layers_above(index), recalibrate_after=index, defer_recalibration=True,
+                        layers=layers, recalibrate_after=index, defer_recalibration=True,
                         distill=self.config.pass_distillation)
 
     # ---- the whole run -------------------------------------------------------------------------------

@@ -249,3 +249,30 @@ def test_block_stages_refuse_the_per_layer_penalty():
     with pytest.raises(ConfigError, match="stage='block' trains several layers at once"):
         bitat_tf.BinarizeConfig.paper(stage="block")
     assert bitat_tf.BinarizeConfig.paper(stage="block", quant_weight=0).stage == "block"
+
+
+@pytest.mark.parametrize("trains", ["stage", "network"])
+def test_pass_trains_network_keeps_training_the_binarized_layers_below(trained_cnn, digits_ds, monkeypatch, trains):
+    """pass_trains="network" (progressive STE): the first binarized layer's signs keep moving in the later
+    stages; with "stage" (the paper) it is frozen once its stage ends, bit for bit."""
+    seen = []
+    original = progressive.ProgressiveRun.run_stage
+
+    def spy(run, i, *args, **kwargs):
+        original(run, i, *args, **kwargs)
+        seen.append(graph.kernel_of(run.working.get_layer(run.order[0][1])).numpy().copy())
+
+    monkeypatch.setattr(progressive.ProgressiveRun, "run_stage", spy)
+    config = bitat_tf.BinarizeConfig.paper(variant="sequential", pass_trains=trains, **{**CHEAP, "learning_rate": 0.05})
+    bitat_tf.binarize(trained_cnn, digits_ds[0].take(4), config=config, verbose=0)
+    assert len(seen) == 3
+    after_own_stage, at_the_end = seen[0], seen[-1]
+    if trains == "stage":
+        np.testing.assert_array_equal(at_the_end, after_own_stage)
+    else:
+        assert np.mean(np.sign(at_the_end) != np.sign(after_own_stage)) > 0.01
+
+
+def test_pass_trains_takes_stage_or_network():
+    with pytest.raises(bitat_tf.ConfigError, match="pass_trains must be one of"):
+        bitat_tf.BinarizeConfig(pass_trains="all")
