@@ -1,5 +1,5 @@
 """The documentation stays true to the repository: links resolve, cited results exist, the results page is
-what the JSON gives now, the README stays short, no page reads like a lab notebook, no results go uncited.
+what the JSON gives now, the README stays short, no file reads like a lab notebook, no results go uncited.
 
 No TensorFlow: this reads files only and runs in well under a second.
 """
@@ -15,9 +15,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README_LIMIT = 12_000  # bytes
 # Studies being measured: the docs name where their results will land before the folder exists.
 PENDING = ("results/starvation_standard", "results/regime_standard")
-# A dated lab notebook: the git log is the history, the docs say what is true now.
+# A dated lab notebook: the git log is the history, the docs say what is true now. Also a change named by its
+# commit ("before 1a2b3c4's change") and a session's scratch folder (runs/ is not in the repository).
 NARRATIVE = [r"\bSince stop \d+", r"\bstops? \d+\b", r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", r"one sitting, 20\d\d",
-             r"\bSince 20\d\d-\d\d"]
+             r"\bSince 20\d\d-\d\d", r"\bbefore [0-9a-f]{7,40}'s\b", r"\bruns/s\d+"]
+# Every source and prose file is read for narrative; data (results JSON, CSV) is not: its dates are data.
+TEXT_FILES = (".py", ".md", ".sh", ".txt", ".cfg", ".ini", ".toml", ".yml", ".yaml")
+NOT_THE_REPOSITORY = {".git", ".venv", "runs", "__pycache__", ".pytest_cache", ".ruff_cache", "build", "dist"}
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 CITED = re.compile(r"results/[A-Za-z0-9_.\-/<>*]*")
 
@@ -35,8 +39,19 @@ def _study_readmes():
 
 
 def _read(path):
-    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+    with open(os.path.join(ROOT, path), encoding="utf-8", errors="replace") as f:
         return f.read()
+
+
+def _text_files():
+    """The repository's source and prose files (see TEXT_FILES), relative to it."""
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = sorted(d for d in dirs if d not in NOT_THE_REPOSITORY and not d.endswith(".egg-info"))
+        yield from sorted(os.path.relpath(os.path.join(folder, n), ROOT) for n in files if n.endswith(TEXT_FILES))
+
+
+def _narrative(text):
+    return [m.group(0) for pattern in NARRATIVE for m in re.finditer(pattern, text)]
 
 
 def _results_table():
@@ -99,11 +114,12 @@ def test_results_page_and_readme_table_are_generated_from_the_json():
         "the README's results table is stale: run python scripts/results_table.py --write")
 
 
-@pytest.mark.parametrize("page", _docs() + _study_readmes())
-def test_no_lab_notebook(page):
-    text = _read(page)
-    found = [m.group(0) for pattern in NARRATIVE for m in re.finditer(pattern, text)]
-    assert not found, f"{page} reads like a dated lab notebook ({found}); say what is true now, the git log " \
+def test_no_file_reads_like_a_lab_notebook():
+    """README, docs, study READMEs, CONTRIBUTING, docstrings and comments of every module, test and script."""
+    this_file = os.path.relpath(os.path.abspath(__file__), ROOT)  # its examples below are narrative
+    found = {path: _narrative(_read(path)) for path in _text_files() if path != this_file}
+    found = {path: hits for path, hits in found.items() if hits}
+    assert not found, f"these files read like a dated lab notebook: {found}; say what is true now, the git log " \
                       "keeps the history"
 
 
@@ -120,4 +136,10 @@ def test_the_checks_catch_what_they_are_for():
     assert _cited_path("results/seeds_standard/seeds.json.") == "results/seeds_standard/seeds.json"
     assert any(re.search(p, "Since stop 26 (one sitting, 2026-11-24 21:57-23:55)") for p in NARRATIVE)
     assert not any(re.search(p, "the default until 2026-11-24") for p in NARRATIVE)
+    assert _narrative("as before 1a2b3c4's BatchNorm change") and _narrative("see runs/s24/probe.py")
+    assert not _narrative("before BiTAT's layer, 29b0136 with 919d9f5's crops")
+    files = set(_text_files())  # the narrative check reads the whole repository, data and tools aside
+    assert {"README.md", "docs/method.md", "bitat_tf/api.py", "tests/scripts/resume_run.py",
+            "results/seeds_standard/README.md"} <= files
+    assert not any(f.endswith(".json") or f.startswith((".venv", "runs/", ".git/")) for f in files)
     assert LINK.findall("see [the docs](docs/a.md#x) and ![c](results/c.png)") == ["docs/a.md#x", "results/c.png"]

@@ -111,7 +111,7 @@ def _graph_options():
     - One round of the meta-optimizer instead of two (this thread's function-call options; `tf.config`
       has no switch for it): the second round of the train step changed no node (the optimized graphs were
       the same op for op) and took ~1.1 s of its 3.4 s of Grappler; the first call took 10.4 s against
-      11.8 s (mean of 4 probes; `runs/s24/probe_opts.py`, one sitting).
+      11.8 s (mean of 4 probes, one sitting).
     Switching all of Grappler off saves more but makes steps ~3.5% slower (docs/engine.md). A function
     instantiated before keeps its graph, and is instantiated again only if called while the options differ.
     """
