@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import bitat_tf
-from bitat_tf import export
+from bitat_tf import export, export_model
 from bitat_tf._compat import keras, tf
 from bitat_tf.errors import ConfigError
 
@@ -156,7 +156,7 @@ def test_calibrated_int8_runs_the_head_in_int8_with_measured_ranges(binary, digi
     train = tf.data.Dataset.from_tensor_slices((digits[0][:640], digits[1][:640])).batch(64)  # same batches twice
     test = digits_ds[1]
     inference = export.inference_model(binary.model)
-    head = export._int8_layer_names(inference, "head")
+    head = export_model._int8_layer_names(inference, "head")
     assert len(head) == 4 and head[:2] == ["block2_a_bn", "block2_a_relu"] and head[3] == "classifier"
     assert head[2].startswith("global_average_pooling2d")  # Keras numbers auto-named layers per session
     calibrated = export.calibrated_model(inference, train, layers="head")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import bitat_tf
-from bitat_tf import export
+from bitat_tf import export, export_fold
 from bitat_tf._compat import keras, larq, tf
 from bitat_tf.quantizers import ScaledSign, ThresholdSign
 
@@ -31,7 +31,7 @@ def test_folding_removes_the_sub_and_relu_of_every_threshold_and_bitpacks(binary
     assert before["RELU"][0] == 3 and after["RELU"][0] == 1  # the last block's ReLU feeds the pooling
     assert before["LceQuantize"][0] == 3 and after["LceQuantize"][0] == 1
     assert before[export.BITPACKED][0] == 0 and after[export.BITPACKED][0] == 2
-    assert [(f.layer, f.offset, f.activation) for f in export.fold.threshold_folds(binary)] == [
+    assert [(f.layer, f.offset, f.activation) for f in export_fold.threshold_folds(binary)] == [
         ("block1_a", "stem_bn", "stem_relu"), ("block1_b", "block1_a_bn", "block1_a_relu"),
         ("block2_a", "block1_b_bn", "block1_b_relu")]
 
@@ -84,7 +84,7 @@ def _mixed_model():
 def test_each_kind_of_fold_keeps_the_outputs_and_leaves_the_model_given_alone():
     model = _mixed_model()
     weights = [w.copy() for w in model.get_weights()]
-    folds = export.fold.threshold_folds(model)
+    folds = export_fold.threshold_folds(model)
     assert [(f.layer, f.offset, f.activation, f.clip) for f in folds] == [
         ("bconv1", "stem", None, None), ("bconv2", "bn1", "relu1", (0.0, 6.0)), ("bdense", "fc", None, None)]
     x = np.random.default_rng(2).normal(0, 1, (256, 8, 8, 3)).astype(np.float32)
