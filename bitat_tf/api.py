@@ -6,32 +6,45 @@ The methods are peers on one engine: BiTAT's progressive pass (`progressive.Prog
 
 import dataclasses
 
-from bitat_tf import budget, graph, nesting, outputs
+from bitat_tf import budget, graph, inputs, nesting, outputs
 from bitat_tf._compat import is_keras3_model, keras
 from bitat_tf.baselines import EndToEndConfig, EndToEndRun
 from bitat_tf.config import BinarizeConfig
+from bitat_tf.engine.budgets import check_epoch_length
 from bitat_tf.errors import ConfigError, UnsupportedModelError
 from bitat_tf.inputs import check_checkpoint_dir, check_dataset, check_verbose, with_data_input_size
 from bitat_tf.progressive import ProgressiveRun
 
 
-def binarize(model, dataset, *, validation_data=None, config=None, epochs=None, checkpoint_dir=None, verbose=1):
+def binarize(model, dataset, *, validation_data=None, config=None, epochs=None, steps_per_epoch=None,
+             checkpoint_dir=None, verbose=1):
     """Binarize a trained Keras model with BiTAT: 1-bit weights and 1-bit activations, layer by layer.
 
     # Arguments
         model: a built tf_keras Functional or Sequential model (a Keras 3 model of common layers is
             converted first). It is never modified.
         dataset: a `tf.data.Dataset` of `(x, y)` batches, preferably shuffled; labels as the model's loss
-            takes them (class indices, one-hot, or 0/1 for a sigmoid), every batch's checked.
+            takes them (class indices, one-hot, or 0/1 for a sigmoid), every batch's checked (the first
+            before anything trains). The run reads it on as one stream, repeated, and never reads it through
+            to count it: endless data (`.repeat()`, a generator without end) and data whose length tf.data
+            cannot tell (`from_generator`, `filter`, `interleave`) train on budgets in steps, or in epochs
+            when `steps_per_epoch` is given.
         validation_data: a dataset of the same kind, on which accuracy is measured: of the full-precision
             model, at the end of the run, and during it where `config.evaluate_every` says (by default
-            once, after the progressive pass). A few training batches stand in when it is absent.
+            once, after the progressive pass); each evaluation reads it to its end, so it must end. A few
+            training batches stand in when it is absent.
         config: a `BinarizeConfig` (defaults otherwise), or an `EndToEndConfig` for the baselines.
         epochs: the whole run's budget in epochs of `dataset`, when no config is given: the run takes
             the recipe that led the measured curves at that budget a binarized layer (`bitat_tf.budget`;
             the report's `recipe` says which and why): ReActNet's two steps at small budgets, BiTAT's pass
             as a warm start for end-to-end distillation above them. Without it, `BinarizeConfig()`'s own
             budget (1.5 epochs a binarized layer), which runs `BinarizeConfig()`.
+        steps_per_epoch: the batches in one epoch of `dataset`, which budgets in epochs (`epochs`, a
+            config's `epochs_per_layer`, `finetune_epochs`, `final_finetune_epochs`, `EndToEndConfig`'s
+            `epochs`) are counted in; by default `dataset.cardinality()`. Needed for epoch budgets when
+            tf.data cannot tell the length (a `DatasetError` says so before anything trains); with it an
+            epoch is that many batches, as in Keras' `fit`. Budgets in steps need no length, but with one
+            `verbose=2` prints a line and whole-network phases checkpoint once an epoch, else once a phase.
         checkpoint_dir: where the state after each finished layer, and after every epoch of the phases that
             train the whole network (the last phase, the activation warm-up, the baselines' phases), is
             kept; a rerun with the same arguments resumes at the first unfinished layer or epoch.
@@ -70,15 +83,28 @@ def binarize(model, dataset, *, validation_data=None, config=None, epochs=None, 
         config, choice = budget.choose(budget.default_epochs(layers) if epochs is None else epochs, layers)
     plan = graph.make_plan(model, config)
     loss = compiled_loss if config.loss is None else config.loss
-    steps_per_epoch, task = check_dataset(dataset, model, loss=loss)
+    steps_per_epoch, task = check_dataset(dataset, model, loss=loss, steps_per_epoch=steps_per_epoch)
     if validation_data is not None:
         check_dataset(validation_data, model, what="validation_data", task=task)
+        inputs.check_ends(validation_data, "validation_data")
+    # An epoch budget without an epoch length is refused here, before the run copies the model or reads data.
+    check_epoch_length(config, steps_per_epoch, why=inputs.unknown_length(dataset),
+                       budget=_budget_words(choice, epochs))
     method = EndToEndRun if isinstance(config, EndToEndConfig) else ProgressiveRun
     run = method(model, plan, dataset, validation_data, config, steps_per_epoch, task, verbose)
     result = run.execute(checkpoint_dir)
     if choice is not None:
         result.report.recipe = dataclasses.asdict(choice)
     return result
+
+
+def _budget_words(choice, epochs):
+    """The epoch budget as the user gave it, when binarize chose the config (None: the config's settings)."""
+    if choice is None:
+        return None
+    if epochs is not None:
+        return f"binarize(epochs={epochs:g})"
+    return "binarize's default budget (neither config nor epochs= given: BinarizeConfig()'s, in epochs)"
 
 
 def _prepared(model, dataset):

@@ -4,13 +4,19 @@ import os
 import time
 
 from bitat_tf._compat import keras
+from bitat_tf.errors import DatasetError
+from bitat_tf.inputs import check_ends, epoch_length, unknown_length
 
 
 def train_full_precision(model, train_ds, *, epochs, learning_rate=2e-3, validation_data=None,
-                         cache_path=None, verbose=1):
+                         cache_path=None, verbose=1, steps_per_epoch=None):
     """Adam with cosine decay on sparse crossentropy from logits; weights cached at `cache_path`.
 
     # Arguments
+        steps_per_epoch: the batches in one epoch of `train_ds`; by default its `cardinality()`. Needed when
+            tf.data cannot tell its length (it repeats forever, or comes from `from_generator`, `filter`, ...):
+            the data is never read through to count it. With it an epoch is that many batches of the data
+            read on as one stream, as in Keras' `fit`.
         cache_path: a `.h5` weights file named by the caller after its recipe (model, width, data, epochs);
             when it exists the weights are loaded instead of trained.
 
@@ -18,9 +24,12 @@ def train_full_precision(model, train_ds, *, epochs, learning_rate=2e-3, validat
         (model, info): the compiled model and `{"seconds", "cached", "accuracy"}` (accuracy on
         `validation_data`, or None).
     """
-    batches = int(train_ds.cardinality())
-    if batches < 0:  # unknown or infinite: count one pass
-        batches = int(train_ds.reduce(0, lambda n, _: n + 1))
+    batches = epoch_length(train_ds, steps_per_epoch, what="train_ds")
+    if batches is None:
+        raise DatasetError(f"train_full_precision: epochs={epochs} is a budget in epochs, and "
+                           f"{unknown_length(train_ds)}; pass steps_per_epoch=N, the batches in one epoch.")
+    if validation_data is not None:
+        check_ends(validation_data, "validation_data")
     steps = batches * epochs
     model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1))),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
@@ -28,7 +37,9 @@ def train_full_precision(model, train_ds, *, epochs, learning_rate=2e-3, validat
     if cached:
         model.load_weights(cache_path)
     else:
-        model.fit(train_ds, epochs=epochs, verbose=verbose)  # verbose=2: a line per epoch
+        # With steps_per_epoch the data is read on as one stream: Keras' fit would stop at its end.
+        data = train_ds.repeat() if steps_per_epoch is not None else train_ds
+        model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=verbose)  # verbose=2: a line an epoch
         if cache_path:
             os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
             tmp = f"{cache_path}.tmp.h5"

@@ -13,15 +13,16 @@ from bitat_tf._compat import keras, tf
 from bitat_tf.errors import ConfigError, DatasetError
 
 
-def check_dataset(dataset, model, *, what="dataset", loss=None, task=None):
+def check_dataset(dataset, model, *, what="dataset", loss=None, task=None, steps_per_epoch=None):
     """Validate a `tf.data.Dataset` of `(x, y)` or `(x, y, sample_weight)` batches against `model`.
 
     The model's task (`outputs.interpret`, with `loss` as the loss to train with) decides what labels fit;
     the first batch's are checked here, every batch's in the train step and in evaluation. With `task`
-    (validation data), the labels must be encoded as that task's.
+    (validation data), the labels must be encoded as that task's. Only the first batch is read.
 
     # Returns
-        (steps_per_epoch, task): batches in one pass (None if infinite) and the `outputs.Task`.
+        (steps_per_epoch, task): the batches in an epoch (`epoch_length`: None when tf.data cannot tell
+        and the caller gave none) and the `outputs.Task`.
     """
     if not isinstance(dataset, tf.data.Dataset):
         raise DatasetError(f"{what} must be a tf.data.Dataset of (x, y) batches, got {type(dataset).__name__}."
@@ -50,7 +51,44 @@ def check_dataset(dataset, model, *, what="dataset", loss=None, task=None):
         raise DatasetError(f"{what} labels (shape {tuple(y.shape)}) are not encoded as the training labels "
                            f"({task.describe()['labels']}); encode both datasets the same way.")
     task.check_batch(y, what)
-    return _steps(dataset, what), task
+    return epoch_length(dataset, steps_per_epoch, what=what), task
+
+
+def epoch_length(dataset, steps_per_epoch=None, *, what="dataset"):
+    """The batches in one epoch of `dataset`, from what tf.data knows of it, never by reading it through.
+
+    `steps_per_epoch` when given (an epoch is then that many batches of the data read on as one stream, as
+    in Keras' `fit`), else `dataset.cardinality()` when tf.data knows it, else None: the dataset repeats
+    forever or tf.data cannot tell its length (`unknown_length` says which). Budgets in steps need none.
+    """
+    if steps_per_epoch is not None:
+        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, (int, np.integer)) \
+                or steps_per_epoch < 1:
+            raise ConfigError(f"steps_per_epoch must be None or a whole number >= 1 (the batches in one epoch of "
+                              f"{what}), got {steps_per_epoch!r}.")
+        return int(steps_per_epoch)
+    cardinality = int(dataset.cardinality())
+    if cardinality == 0:
+        raise DatasetError(f"{what} is empty; pass a dataset with at least one batch.")
+    return cardinality if cardinality > 0 else None
+
+
+def unknown_length(dataset):
+    """Why tf.data cannot tell the length of `dataset` (words for an error), or None when it can."""
+    cardinality = int(dataset.cardinality())
+    if cardinality == tf.data.INFINITE_CARDINALITY:
+        return "the dataset repeats forever (tf.data cardinality INFINITE, e.g. after .repeat())"
+    if cardinality == tf.data.UNKNOWN_CARDINALITY:
+        return ("tf.data cannot tell the dataset's length (cardinality UNKNOWN, as after from_generator, filter or "
+                "interleave) and bitat_tf does not read a dataset through to count it")
+    return None
+
+
+def check_ends(dataset, what):
+    """Refuse a dataset that repeats forever where it is read to its end (evaluation)."""
+    if int(dataset.cardinality()) == tf.data.INFINITE_CARDINALITY:
+        raise DatasetError(f"{what} repeats forever (tf.data cardinality INFINITE), and evaluation reads it to its "
+                           f"end; pass a finite dataset, e.g. {what}.take(50) (without the .repeat()).")
 
 
 def with_data_input_size(model, dataset):
@@ -179,14 +217,3 @@ def _existing_ancestor(path):
     while not os.path.exists(path):
         path = os.path.dirname(path)
     return path
-
-
-def _steps(dataset, what):
-    cardinality = int(dataset.cardinality())
-    if cardinality == tf.data.INFINITE_CARDINALITY:
-        return None
-    if cardinality == tf.data.UNKNOWN_CARDINALITY:
-        cardinality = int(dataset.reduce(0, lambda n, _: n + 1))
-    if cardinality == 0:
-        raise DatasetError(f"{what} is empty; pass a dataset with at least one batch.")
-    return cardinality

@@ -50,7 +50,7 @@ def test_bad_validation_data_is_named(model):
 
 
 def test_infinite_dataset_needs_step_budgets(model):
-    with pytest.raises(ConfigError, match="steps_per_layer"):
+    with pytest.raises(DatasetError, match="repeats forever.*steps_per_epoch=N.*steps_per_layer"):
         bitat_tf.binarize(model, _ds(X, Y).repeat(), verbose=0)
 
 

@@ -1,6 +1,15 @@
-"""Budgets: how many optimizer steps each phase of a run takes, from the config and the dataset's length."""
+"""Budgets: how many optimizer steps each phase of a run takes, from the config and the dataset's length.
 
-from bitat_tf.errors import ConfigError
+A budget in steps needs no length; one in epochs needs the batches in an epoch (`steps_per_epoch`: the
+dataset's cardinality or the user's number, never counted by reading the data). Without it the run is
+refused before it starts (`check_epoch_length`).
+"""
+
+from bitat_tf.errors import DatasetError
+
+# (steps setting, epochs setting) of each budget of the configs; the steps, when given, replace the epochs
+_BUDGETS = (("steps_per_layer", "epochs_per_layer"), ("finetune_steps", "finetune_epochs"),
+            ("final_finetune_steps", "final_finetune_epochs"), ("steps", "epochs"))
 
 
 def steps(steps, epochs, steps_per_epoch):
@@ -11,10 +20,45 @@ def steps(steps, epochs, steps_per_epoch):
     if not epochs:
         return 0
     if steps_per_epoch is None:
-        raise ConfigError(f"the dataset repeats forever, so a budget of {epochs:g} epochs is undefined; give "
-                          "the phase's budget in steps (steps_per_layer, finetune_steps, "
-                          "final_finetune_steps) or pass a finite dataset.")
-    return max(1, int(round(epochs * steps_per_epoch)))
+        raise DatasetError(_no_length(f"a phase of {epochs:g} epochs", "the dataset's length is unknown", None))
+    return max(1, round(epochs * steps_per_epoch))
+
+
+def epoch_budgets(config):
+    """The budgets of `config` given in epochs (as `"name=value"`), which need the length of an epoch.
+
+    The last phase's `"pass"` is a multiple of the pass and needs none of its own; a budget of 0 epochs
+    is no phase at all."""
+    found = []
+    for steps_name, epochs_name in _BUDGETS:
+        epochs = getattr(config, epochs_name, None)
+        if getattr(config, steps_name, None) is None and epochs and epochs != "pass":
+            found.append(f"{epochs_name}={epochs:g}")
+    return found
+
+
+def check_epoch_length(config, steps_per_epoch, *, why=None, budget=None):
+    """Refuse a run whose budgets are in epochs when the dataset's epoch has no length (`steps_per_epoch`
+    None): a `DatasetError` that says what to pass, raised before anything is copied, captured or trained.
+
+    `why` says why the length is unknown (`inputs.unknown_length`); `budget` names the epoch budget as the
+    user gave it (by default the config's epoch settings)."""
+    found = epoch_budgets(config)
+    if steps_per_epoch is not None or not found:
+        return
+    budget = budget or f"{type(config).__name__}({', '.join(found)})"
+    raise DatasetError(_no_length(budget, why or "the dataset's length is unknown", config))
+
+
+def _no_length(budget, why, config):
+    if config is not None and not hasattr(config, "steps_per_layer"):
+        in_steps = "EndToEndConfig(steps=...)"
+    else:
+        in_steps = ("BinarizeConfig(steps_per_layer=..., finetune_steps=...), with final_finetune_steps=... "
+                    "unless the last phase is final_finetune_epochs='pass'")
+    return (f"{budget} is a budget in epochs, and {why}, so an epoch has no length. Pass binarize(..., "
+            f"steps_per_epoch=N), N the batches in one epoch, or give every budget in steps: {in_steps}. "
+            "Nothing was trained.")
 
 
 class PassBudget:
@@ -23,7 +67,7 @@ class PassBudget:
 
     # Arguments
         config: the run's `BinarizeConfig`.
-        steps_per_epoch: batches in the dataset, None when it repeats forever.
+        steps_per_epoch: batches in an epoch of the dataset, None when it has no known length.
         stages: (block index, [layer names]) per stage, bottom to top.
         plan: the run's `graph.Plan` (where each layer sits in the model).
         top: the index of the model's last layer; a stage there has nothing above it to fine-tune.
@@ -34,12 +78,8 @@ class PassBudget:
 
     @staticmethod
     def check(config, steps_per_epoch):
-        """Refuse epoch budgets on a dataset that repeats forever (`"pass"` needs none of its own)."""
-        if steps_per_epoch is None and (config.steps_per_layer is None or config.finetune_steps is None or (
-                config.final_finetune_steps is None and config.final_finetune_epochs not in ("pass", 0.0))):
-            raise ConfigError("the dataset repeats forever, so epoch budgets are undefined: set "
-                              "steps_per_layer, finetune_steps (and final_finetune_steps for a last phase) in "
-                              "BinarizeConfig.")
+        """Refuse epoch budgets on a dataset whose epoch has no length (`"pass"` needs none of its own)."""
+        check_epoch_length(config, steps_per_epoch)
 
     def quantize(self, names):
         """The quantize phase of a stage of `names`: the budget of a layer for each."""
@@ -75,9 +115,7 @@ class PassBudget:
 def end_to_end_phases(config, steps_per_epoch):
     """The steps of each phase of a baseline (`EndToEndConfig`): "reactnet" halves its budget between its two
     steps (a fraction of an epoch rounds up to a step in each), "ste" trains in one phase."""
-    if steps_per_epoch is None and config.steps is None:
-        raise ConfigError("the dataset repeats forever, so an epoch budget is undefined: set "
-                          "EndToEndConfig(steps=...).")
+    check_epoch_length(config, steps_per_epoch)
     total = steps(config.steps, config.epochs, steps_per_epoch)
     if config.method == "reactnet":
         total = max(total, 2)
@@ -85,4 +123,4 @@ def end_to_end_phases(config, steps_per_epoch):
     return [total]
 
 
-__all__ = ["PassBudget", "end_to_end_phases", "steps"]
+__all__ = ["PassBudget", "check_epoch_length", "end_to_end_phases", "epoch_budgets", "steps"]

@@ -103,7 +103,8 @@ class Progress:
         self._bar.update(1)
 
     def epoch(self, label, step, steps, chunk, logs, seconds):
-        """The end of an epoch of a phase (or of a phase shorter than one): its line at verbose 2."""
+        """The end of an epoch of a phase (or of a phase shorter than one, or of a whole phase when the
+        dataset's epoch has no length: `chunk` is then the phase's steps): its line at verbose 2."""
         self.last_logs = logs
         if self.verbose >= 2:
             terms = " ".join(f"{k}={v:.4g}" for k, v in logs.items())

@@ -2,7 +2,9 @@
 
 The run reads its training data as one stream: phases, captures and recalibrations continue where the last
 one stopped, so a shuffle buffer fills once per epoch, not once per phase. `batches_drawn` counts what was
-read; checkpoints keep it, and a resumed run skips as many batches and reads the same stream on.
+read; checkpoints keep it, and a resumed run skips as many batches and reads the same stream on. Every read
+takes a number of batches the run asked for: nothing reads the dataset through, so an endless one (or one
+whose length tf.data cannot tell) streams as any other.
 """
 
 import threading
