@@ -463,6 +463,13 @@ def plot(summary, path):
     plt.close(fig)
 
 
+def write_record(path, record):
+    """A worker's result record as JSON, written whole or not at all (a killed run leaves no half file)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=2, default=str)
+    os.replace(path + ".tmp", path)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -471,10 +478,7 @@ def main(argv=None):
         figures = worker(args)
         record = {"method": args.worker, "settings": settings(args), "defaults": library_defaults(),
                   "figures": figures}
-        path = os.path.join(args.out, f"{args.worker}.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(record, f, indent=2, default=str)
-        os.replace(path + ".tmp", path)
+        write_record(os.path.join(args.out, f"{args.worker}.json"), record)
         if args.worker != "fp":  # the result is on disk: its checkpoints are spent
             shutil.rmtree(checkpoint_dir(args, args.worker), ignore_errors=True)
         return 0

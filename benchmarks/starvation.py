@@ -240,11 +240,7 @@ def main(argv=None):
     if args.worker:
         method, factor = args.worker.split(":")
         chosen = run_settings(args, method, float(factor))
-        record = {"settings": chosen, "figures": worker(args)}
-        path = _path(args, method, float(factor))
-        with open(path + ".tmp", "w") as f:
-            json.dump(record, f, indent=2, default=str)
-        os.replace(path + ".tmp", path)
+        bench.write_record(_path(args, method, float(factor)), {"settings": chosen, "figures": worker(args)})
         return 0
     if not args.summary_only:
         run_all(args, argv)
