@@ -28,6 +28,7 @@ TEACHERS = {"fp_e1": 1, "fp_e4": 4}  # folder: full-precision epochs
 VARIANTS = {  # folder: (method, extra run.py arguments)
     "teacher": ("bitat_e2e_p12", []),
     "corrected": ("bitat_e2e_p12", ["--set", "distill_target=corrected"]),
+    "corrected_w0.5": ("bitat_e2e_p12", ["--set", "distill_target=corrected", "--distill-weight", "0.5"]),
     "labels": ("ste", []),
 }
 SCALE = 8  # the default's and STE's best learning-rate scale in the quick trials
@@ -79,7 +80,9 @@ def markdown(summary):
     lines = ["| full-precision start point | its val / test top-1 | student | val top-1 | test top-1 |",
              "|---|---|---|---|---|"]
     words = {"teacher": "the default (KL to the teacher everywhere)",
-             "corrected": "the default, distill_target=\"corrected\"", "labels": "end-to-end STE on the labels"}
+             "corrected": "the default, distill_target=\"corrected\"",
+             "corrected_w0.5": "the default, distill_target=\"corrected\", distill_weight=0.5",
+             "labels": "end-to-end STE on the labels"}
     for r in summary["rows"]:
         fp = f"{100 * r['fp_val_accuracy']:.1f}% / {100 * r['fp_test_accuracy']:.1f}%" if r["fp_val_accuracy"] else "-"
         lines.append(f"| {r['fp_epochs']} epoch(s) | {fp} | {words[r['variant']]} | {100 * r['val_accuracy']:.1f}% | "

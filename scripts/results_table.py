@@ -271,6 +271,16 @@ def starvation_table():
                     "Validation top-1 after each of the first blocks of BiTAT as published (`BinarizeConfig.paper()`).")
 
 
+def teacher_table():
+    record = _load("teacher_quick", "teacher.json")
+    if not record or not record.get("rows"):
+        return ""
+    return _section("Distillation from an under-trained teacher",
+                    f"`results/teacher_quick/teacher.json`, `{record['command']}`", _module("teacher").markdown(record),
+                    "Quick mode, one seed, validation and test top-1; every student of one start point takes the "
+                    "same optimizer steps.")
+
+
 # ---- the engine ------------------------------------------------------------------------------------------
 
 def engine_runs_table():
@@ -550,7 +560,7 @@ def regime_section():
 
 def document():
     """The text of docs/results.md."""
-    parts = (_INTRO, seeds_table(), budgets_table("standard"), regime_section(), starvation_table(),
+    parts = (_INTRO, seeds_table(), budgets_table("standard"), regime_section(), starvation_table(), teacher_table(),
              "" if regime_section() and starvation_table() else _PENDING, bench_tables(),
              trials_table(), budgets_table("quick"), levers_table(), engine_runs_table(), engine_speed_tables(),
              deployment_table(), applications_table(), memory_table(), demo_table(), example_table())
