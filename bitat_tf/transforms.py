@@ -50,11 +50,16 @@ def reduction_matrix(x, max_groups, *, method="kmeans", seed=0, kmeans_rows=2048
 
 def _kmeans_labels(x, k, *, seed, rows):
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(seed)
     sample = x[rng.choice(len(x), min(rows, len(x)), replace=False)]
     points = sample.T.astype(np.float64)  # one point per input dimension: its activation pattern
-    return KMeans(n_clusters=k, n_init=1, random_state=seed).fit(points).labels_
+    # scikit-learn's Lloyd iterations add each OpenMP thread's partial sums of the centres in the order the
+    # threads take a lock: with three or more threads the rounding, and at times a label, changes from run
+    # to run. Two threads add a + b or b + a, the same float: seeded k-means then repeats on any machine.
+    with threadpool_limits(limits=2, user_api="openmp"):
+        return KMeans(n_clusters=k, n_init=1, random_state=seed).fit(points).labels_
 
 
 def averaging_matrix(labels):
