@@ -51,7 +51,8 @@ class EndToEndConfig:
             sets how many batches one forward pass of capture or BatchNorm recalibration reads at once.
         bn_recalibration_batches: batches over which BatchNorm statistics are re-estimated at the end: the
             last training steps average them (forward passes make up any the phase was too short for).
-        seed, loss: as in `BinarizeConfig`.
+        seed, deterministic, loss: as in `BinarizeConfig` (`deterministic=True`: the same binary model in
+            any process with the same seed and data; turns TensorFlow's op determinism on, process-wide).
     """
 
     cross_layer = False  # for the layer plan: no blocks
@@ -61,7 +62,7 @@ class EndToEndConfig:
                  distill_target="teacher", quantizers="bitat", threshold_init="mean", binarize_first=False,
                  binarize_last=False, binarize_depthwise=False, binarize_dense=True, keep_full_precision=(),
                  force_binarize=(), capture_batches=4, capture_memory_mb=512, bn_recalibration_batches=16, seed=0,
-                 loss=None):
+                 deterministic=False, loss=None):
         name = "EndToEndConfig"
         check(method in METHODS, "method", method, f"one of {METHODS}", name)
         check(is_real(epochs) and epochs >= 0, "epochs", epochs, "a finite number of epochs >= 0", name)
@@ -86,7 +87,8 @@ class EndToEndConfig:
             check(is_int(value) and value >= 1, key, value, "an integer >= 1", name)
         keep, force = check_shared(name, threshold_init=threshold_init,
                                    bn_recalibration_batches=bn_recalibration_batches, seed=seed,
-                                   keep_full_precision=keep_full_precision, force_binarize=force_binarize)
+                                   deterministic=deterministic, keep_full_precision=keep_full_precision,
+                                   force_binarize=force_binarize)
         self.method, self.epochs, self.steps = method, float(epochs), steps
         self.learning_rate, self.distill_weight = float(learning_rate), float(distill_weight)
         self.distill_target = distill_target
@@ -95,11 +97,16 @@ class EndToEndConfig:
         self.binarize_depthwise, self.binarize_dense = bool(binarize_depthwise), bool(binarize_dense)
         self.keep_full_precision, self.force_binarize = keep, force
         self.capture_batches, self.capture_memory_mb = int(capture_batches), int(capture_memory_mb)
-        self.bn_recalibration_batches, self.seed, self.loss = int(bn_recalibration_batches), int(seed), loss
+        self.bn_recalibration_batches, self.seed = int(bn_recalibration_batches), int(seed)
+        self.deterministic, self.loss = deterministic, loss
 
     def get_config(self):
         """A JSON-serializable dict; `EndToEndConfig(**config)` rebuilds an equal config."""
         return config_dict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
     def __repr__(self):
         return "EndToEndConfig(" + ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()) + ")"

@@ -100,6 +100,15 @@ class BinarizeConfig:
             standard benchmark (1x, three seeds each, one sitting) "batch" spent 29-32 s outside the
             optimizer steps against 40-42 s, at 64.3% +- 0.3 test against 63.9% +- 1.1.
         seed: seeds sampling, k-means and TensorFlow.
+        deterministic: make the run repeat bit for bit in another process with the same seed, data and
+            machine (binary kernels, scales and the report's figures; timings aside): TensorFlow's op
+            determinism, seeds set before the run copies the model, and the training data's epochs started
+            in the order the run reads them (`bitat_tf.engine.determinism`). Op determinism is
+            process-wide, and TensorFlow has no public switch to turn it off: it stays on after `binarize`
+            returns, for everything the process runs after (as `tf.config.experimental.
+            enable_op_determinism()` would). Data that draws random numbers without a seed
+            (`dataset.shuffle(n)` with no `seed=` and no global seed set before it was built) cannot be
+            repeated: `binarize` refuses it with a `DatasetError`. Slower (docs/engine.md).
         loss: a Keras loss; by default the model's compiled loss, or a crossentropy chosen from the
             labels and whether the model ends in a softmax.
     """
@@ -146,6 +155,7 @@ class BinarizeConfig:
         kmeans_rows=2048,
         bn_recalibration_batches=16,
         seed=0,
+        deterministic=False,
         loss=None,
     ):
         settings = dict(locals())  # the arguments by name, in the order of the signature

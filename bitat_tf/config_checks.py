@@ -94,13 +94,15 @@ def _check_stage(stage, variant, quant_weight, blocks):
     check(_valid_blocks(blocks), "blocks", blocks, '"auto", an integer >= 1, or a list of lists of layer names')
 
 
-def check_shared(owner, *, threshold_init, bn_recalibration_batches, seed, keep_full_precision, force_binarize):
-    """Validate the settings every config class has (threshold start, BN recalibration, seed, the layer
-    policy's overrides); return the overrides as tuples of names."""
+def check_shared(owner, *, threshold_init, bn_recalibration_batches, seed, deterministic, keep_full_precision,
+                 force_binarize):
+    """Validate the settings every config class has (threshold start, BN recalibration, seed, determinism,
+    the layer policy's overrides); return the overrides as tuples of names."""
     check(threshold_init in THRESHOLD_INITS, "threshold_init", threshold_init, f"one of {THRESHOLD_INITS}", owner)
     check(is_int(bn_recalibration_batches) and bn_recalibration_batches >= 0, "bn_recalibration_batches",
           bn_recalibration_batches, "an integer >= 0", owner)
     check(is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0", owner)
+    check(isinstance(deterministic, bool), "deterministic", deterministic, "True or False", owner)
     keep, force = _names(keep_full_precision, "keep_full_precision"), _names(force_binarize, "force_binarize")
     both = sorted(set(keep) & set(force))
     if both:
@@ -119,7 +121,8 @@ def config_dict(config):
     return out
 
 
-_SHARED = ("threshold_init", "bn_recalibration_batches", "seed", "keep_full_precision", "force_binarize")
+_SHARED = ("threshold_init", "bn_recalibration_batches", "seed", "deterministic", "keep_full_precision",
+           "force_binarize")
 
 
 def _same(value):

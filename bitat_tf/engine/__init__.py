@@ -13,6 +13,7 @@ file:
 - `forward.py`: evaluation and captures through the run's one compiled forward pass;
 - `batchnorm.py`: BatchNorm recalibration, deferred until the moving statistics are read;
 - `streams.py`: the run's stream of training batches and memory-bounded forward passes;
+- `determinism.py`: what `deterministic=True` turns on (op determinism, seeds, epochs read in order);
 and, used by the methods and the parts: `budgets.py` (optimizer steps from epochs, the last phase's
 length), `timing.py` (`PhaseTiming`, `timing_summary`), `progress.py` (what `verbose` shows).
 """
@@ -23,6 +24,7 @@ import numpy as np
 
 from bitat_tf import graph
 from bitat_tf._compat import keras
+from bitat_tf.engine import determinism
 from bitat_tf.engine.batchnorm import MovingStatistics
 from bitat_tf.engine.fitting import FitLoop
 from bitat_tf.engine.forward import ForwardPasses
@@ -48,6 +50,8 @@ class Engine(CompiledSession, FitLoop, ForwardPasses, MovingStatistics, DataStre
 
     def __init__(self, model, plan, dataset, validation_data, config, steps_per_epoch, task, verbose, *,
                  quantizers=None):
+        if config.deterministic:  # before anything random is made or the data is read (`determinism`)
+            dataset = determinism.begin(config.seed, dataset, validation_data)
         self.plan, self.config, self.verbose = plan, config, verbose
         self.original = model  # the user's model, as read: checkpoints fingerprint it
         self.dataset, self.steps_per_epoch = dataset, steps_per_epoch
