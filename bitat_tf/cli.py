@@ -60,6 +60,9 @@ def _config_arguments(parser):
     group.add_argument("--final-pass-multiple", type=float, help="the last phase's length in passes (default 7)")
     group.add_argument("--learning-rate", type=float)
     group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--deterministic", action="store_true", default=None,
+                       help="the same binary model and report from the same seed in any process (TensorFlow's op "
+                            "determinism and ordered data; slower): BinarizeConfig(deterministic=True)")
 
 
 def _epochs_or_pass(text):
@@ -67,7 +70,8 @@ def _epochs_or_pass(text):
 
 
 _CONFIG_FIELDS = ("variant", "max_groups", "quant_weight", "epochs_per_layer", "finetune_epochs", "steps_per_layer",
-                  "finetune_steps", "final_finetune_epochs", "final_pass_multiple", "learning_rate", "seed")
+                  "finetune_steps", "final_finetune_epochs", "final_pass_multiple", "learning_rate", "seed",
+                  "deterministic")
 
 
 def _config_from(args, **overrides):
@@ -76,6 +80,24 @@ def _config_from(args, **overrides):
     fields = {k: getattr(args, k) for k in _CONFIG_FIELDS if getattr(args, k, None) is not None}
     fields.update(overrides)
     return (bitat_tf.BinarizeConfig.paper if args.paper else bitat_tf.BinarizeConfig)(**fields)
+
+
+def _configuration_flags(args):
+    """The flags of the "BiTAT configuration" group given on the command line, --seed aside."""
+    given = [f"--{name.replace('_', '-')}" for name in _CONFIG_FIELDS
+             if name != "seed" and getattr(args, name, None) is not None]
+    return (["--paper"] if args.paper else []) + given
+
+
+def _check_epochs(args):
+    """--epochs chooses the recipe and all its settings, so it cannot come with flags that set them."""
+    flags = _configuration_flags(args)
+    if args.epochs is not None and flags:
+        from bitat_tf.errors import ConfigError
+
+        raise ConfigError(f"--epochs {args.epochs:g} chooses the recipe and its settings for that budget, and "
+                          f"{', '.join(flags)} set{'s' if len(flags) == 1 else ''} them yourself: choose one "
+                          "(--epochs alone, or the configuration flags without it).")
 
 
 def _write_outputs(result, args):
@@ -125,6 +147,7 @@ def run_binarize(args):
     from bitat_tf.inputs import check_output_file, load_saved_model
     from bitat_tf.userdata import is_user_data, load_user_data
 
+    _check_epochs(args)
     if args.output:  # checked before hours of training, not after
         check_output_file(args.output, "--output")
     model = load_saved_model(args.model)
@@ -136,8 +159,13 @@ def run_binarize(args):
     else:
         train = data.load(args.data, "train", batch_size=args.batch_size, data_dir=args.data_dir)
         test = data.load(args.data, "test", batch_size=args.batch_size, data_dir=args.data_dir)
-    result = bitat_tf.binarize(model, train, validation_data=test, config=_config_from(args),
+    # --epochs: binarize chooses the recipe for the budget (no config); else the configuration flags'
+    config = None if args.epochs is not None else _config_from(args)
+    result = bitat_tf.binarize(model, train, validation_data=test, config=config, epochs=args.epochs,
                                checkpoint_dir=args.checkpoint_dir, verbose=args.verbose)
+    recipe = result.report.recipe
+    if recipe is not None and args.verbose >= 1:
+        print(f"recipe: {recipe['description']}: {recipe['reason']}")
     print(result.report.to_markdown())
     _write_outputs(result, args)
     return 0
@@ -166,6 +194,10 @@ def build_parser():
                                              "../shared/datasets)")
     binarize.add_argument("--batch-size", type=int, default=128)
     binarize.add_argument("--output", help="where to save the binary model (.keras)")
+    binarize.add_argument("--epochs", type=float,
+                          help="the whole run's budget in epochs of the data: binarize runs the recipe that led the "
+                               "measured curves at that budget a binarized layer (bitat_tf.binarize(epochs=)); "
+                               "not with the BiTAT configuration flags (--seed aside)")
     binarize.set_defaults(func=run_binarize)
 
     for command in (demo, binarize):

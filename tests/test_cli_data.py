@@ -186,3 +186,35 @@ def test_a_run_that_diverges_ends_with_a_message_and_exit_code_2_not_a_traceback
     monkeypatch.setattr(cli, "run_binarize", diverge)
     assert main(["binarize", str(_model(tmp_path)), "--data", "unused.npz", *FAST]) == 2
     assert "bitat-tf: error: training diverged" in capsys.readouterr().err
+
+
+def test_epochs_alone_runs_the_recipe_chosen_for_the_budget_and_says_which(tmp_path, capsys):
+    x, y = _images()
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    report = tmp_path / "report.json"
+    assert main(["binarize", str(_model(tmp_path)), "--data", str(tmp_path / "data.npz"), "--epochs", "2",
+                 "--seed", "1", "--batch-size", "8", "--verbose", "1", "--report", str(report)]) == 0
+    recipe = json.loads(report.read_text())["recipe"]
+    assert recipe["recipe"] == "default" and recipe["epochs"] == 2.0 and recipe["binarized_layers"] == 1
+    assert f"recipe: {recipe['description']}: {recipe['reason']}" in capsys.readouterr().out
+
+
+def test_epochs_with_configuration_flags_is_refused_before_anything_loads(tmp_path, capsys):
+    argv = ["binarize", str(tmp_path / "missing.keras"), "--data", "digits", "--epochs", "2"]
+    assert main([*argv, "--steps-per-layer", "1", "--deterministic"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs 2 chooses the recipe" in err and "--steps-per-layer, --deterministic set them" in err
+    assert "choose one" in err and "missing.keras" not in err
+    assert main([*argv, "--paper"]) == 2 and "--paper sets them yourself" in capsys.readouterr().err
+
+
+def test_deterministic_flag_sets_the_config():
+    import bitat_tf
+    from bitat_tf.cli import _config_from, _configuration_flags, build_parser
+
+    parse = lambda *extra: build_parser().parse_args(["binarize", "m.keras", "--data", "d", *extra])
+    assert _config_from(parse("--deterministic", "--seed", "3")) == bitat_tf.BinarizeConfig(deterministic=True,
+                                                                                             seed=3)
+    assert _config_from(parse()).deterministic is False
+    assert _configuration_flags(parse("--seed", "3")) == []
+    assert _configuration_flags(parse("--paper", "--deterministic")) == ["--paper", "--deterministic"]
