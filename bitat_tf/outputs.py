@@ -97,6 +97,8 @@ class Task:
     def example_losses(self, y_true, y_pred):
         """The task loss of each example: Keras' loss before its reduction over the batch (shape (N,))."""
         loss = self.loss
+        # labels as a column against (N, 1) outputs, so a one-unit loss is not averaged over the batch
+        y_true, y_pred = _aligned(y_true, y_pred)
         values = loss.call(y_true, y_pred) if isinstance(loss, keras.losses.Loss) else loss(y_true, y_pred)
         values = tf.cast(values, tf.float32)
         return tf.reduce_mean(tf.reshape(values, [tf.shape(y_pred)[0], -1]), axis=-1)

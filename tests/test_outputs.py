@@ -166,7 +166,7 @@ def test_corrected_distillation_teaches_the_label_where_the_teacher_is_wrong(dis
                            distill_target="corrected", task=task)
     right = np.arange(8) % 3 != 0
     per_example_kl = [float(task.divergence(teacher_out[i:i + 1], student_out[i:i + 1])) for i in range(8)]
-    per_example_task = [float(loss(y[i:i + 1], student_out[i:i + 1])) for i in range(8)]
+    per_example_task = [float(loss(tf.constant(y[i:i + 1]), tf.constant(student_out[i:i + 1]))) for i in range(8)]
     expected = np.mean(np.where(right, per_example_kl, per_example_task))
     got = float(trainer.distillation(tf.constant(teacher_out), tf.constant(y), tf.constant(student_out)))
     assert got == pytest.approx(expected, rel=1e-5)
