@@ -1,7 +1,14 @@
-"""What `binarize` prints at each `verbose`: nothing, summary lines (bars on a terminal), a line per epoch."""
+"""What `binarize` prints at each `verbose`: nothing, summary lines (bars on a terminal), a line per epoch.
+
+The command line's demo at its default verbosity is run as a user runs it, on a tiny budget: into a log
+(a pipe), and on a pseudo-terminal.
+"""
 
 import io
+import os
 import re
+import select
+import subprocess
 import sys
 
 import pytest
@@ -80,3 +87,62 @@ def test_every_verbosity_is_accepted(verbose):
     from bitat_tf.inputs import check_verbose
 
     assert check_verbose(verbose) == int(verbose)
+
+
+# The demo as `bitat-tf demo` runs it, its budgets cut to a few steps a phase (its output has the same lines).
+DEMO = [sys.executable, "-m", "bitat_tf", "demo", "--fp-epochs", "1", "--steps-per-layer", "3",
+        "--finetune-steps", "2", "--final-finetune-epochs", "0.1", "--max-groups", "4"]
+DEMO_LOG_LINES = 15  # issue 31: "at most ~15 lines in a non-TTY log"
+
+
+def _demo_env():
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _demo_on_a_terminal(timeout=900):
+    """The demo's output (stdout and stderr) written to a pseudo-terminal, as a terminal shows it."""
+    leader, follower = os.openpty()
+    proc = subprocess.Popen(DEMO, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower, env=_demo_env())
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], timeout)
+            assert ready, f"the demo wrote nothing for {timeout} s"
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the demo has exited and closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+        proc.wait(timeout=60)
+    out = b"".join(chunks).decode("utf-8", errors="replace")
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def test_the_demo_in_a_log_prints_a_few_lines_without_control_characters():
+    proc = subprocess.run(DEMO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=900, env=_demo_env())
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    log = proc.stdout
+    assert "\r" not in log and "\x1b" not in log, repr(log)
+    lines = log.strip("\n").splitlines()
+    assert len(lines) <= DEMO_LOG_LINES, f"{len(lines)} lines:\n{log}"
+    for k, name in enumerate(LAYERS, start=1):
+        assert any(line.startswith(f"[{k}/3] {name} done in") for line in lines), log
+    assert any(line.startswith("binary (BiTAT)") for line in lines), log
+
+
+def test_the_demo_on_a_terminal_draws_progress_bars():
+    out = _demo_on_a_terminal()
+    # A terminal ends lines with "\r\n"; a bar redraws its line with a carriage return alone.
+    assert re.search("\r(?!\n)", out), repr(out[-2000:])
+    assert re.search(r"\[1/3\] block1_a quantize +\d+/5 \[[.=]*\] ETA", out), repr(out[-2000:])
+    assert re.search(r"final end-to-end +\d+/\d+ \[[.=]*\] ETA", out), repr(out[-2000:])  # the default recipe
+    for k, name in enumerate(LAYERS, start=1):
+        assert f"[{k}/3] {name} done in" in out  # the summary line each bar gives way to
+    assert " epoch " not in out and "binary (BiTAT)" in out
