@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "phase_resume_run.py")
+SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "resume_run.py")
 CASES = {  # recipe -> (the phase to interrupt, its steps)
     "default": ("final end-to-end", 64),
     "reactnet": ("step 2/2 binary weights", 64),
