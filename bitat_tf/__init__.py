@@ -28,6 +28,7 @@ _PUBLIC = {
     "ScaledSign": "bitat_tf.quantizers",
     "ThresholdSign": "bitat_tf.quantizers",
     "custom_objects": "bitat_tf.quantizers",
+    "load_model": "bitat_tf.loading",
     "ExportError": "bitat_tf.export",
     "FloatFallbackError": "bitat_tf.export",
     "ExportWarning": "bitat_tf.export",

@@ -16,6 +16,7 @@ from bitat_tf.inputs import check_checkpoint_dir, check_dataset, check_verbose, 
 from bitat_tf.progressive import ProgressiveRun
 
 
+@graph.float32_policy()  # Larq computes in float32: a caller's mixed-precision policy is set aside, then restored
 def binarize(model, dataset, *, validation_data=None, config=None, epochs=None, steps_per_epoch=None,
              checkpoint_dir=None, verbose=1):
     """Binarize a trained Keras model with BiTAT: 1-bit weights and 1-bit activations, layer by layer.
@@ -112,6 +113,7 @@ def _prepared(model, dataset):
     model = _as_tf_keras(model)
     if isinstance(model, keras.Model) and nesting.has_nested_models(model):
         model = nesting.flatten(model)  # outputs checked equal; layers named by their nested path
+    model = graph.in_float32(model)  # a model built under mixed precision
     return with_data_input_size(model, dataset)  # an input of open size takes the data's
 
 

@@ -17,6 +17,7 @@ import time
 
 from bitat_tf import export_checks as checks
 from bitat_tf import export_parity as parity
+from bitat_tf import graph
 from bitat_tf._compat import larq, tf
 from bitat_tf.errors import ConfigError
 from bitat_tf.export_census import (  # noqa: F401 - also public names of bitat_tf.export
@@ -53,6 +54,7 @@ def _check_export(model, path, what):
     return None if path is None else check_output_file(path, f"{what}: path")
 
 
+@graph.float32_policy()  # the copies it converts are made in float32 under a caller's mixed-precision policy
 def export_lce(model, path=None, *, dense="conv", int8_calibration=None, int8_layers="head",
                calibration_batches=16, allow_float_fallback=False, fold_thresholds=True, **options):
     """Convert a binarized model to a Larq Compute Engine flatbuffer (bytes; written to `path` if given).
@@ -138,6 +140,7 @@ def _warn_float_layers(model, dense):
 
 
 
+@graph.float32_policy()
 def export_tflite(model, path=None, **options):
     """Plain TFLite flatbuffer of `model` (float kernels): the baseline an LCE export is compared with.
 

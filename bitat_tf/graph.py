@@ -3,6 +3,7 @@
 Analysis never touches the user's model; `to_larq` clones it and copies the weights.
 """
 
+import contextlib
 import dataclasses
 import inspect
 import re
@@ -21,6 +22,11 @@ BINARIZABLE = {
     L.DepthwiseConv2D: (larq.layers.QuantDepthwiseConv2D, "depthwise_kernel", 2),
 }
 _QUANTIZER_ARG = {L.DepthwiseConv2D: "depthwise_quantizer"}
+# Keras' random image augmentation layers branch on `training` in Python, which the engine's compiled passes
+# give as a tensor (one trace for both modes); augmentation belongs in the dataset here.
+_AUGMENTATION = tuple(getattr(L, n) for n in ("RandomBrightness", "RandomContrast", "RandomFlip", "RandomHeight",
+                                              "RandomRotation", "RandomTranslation", "RandomWidth", "RandomZoom")
+                      if hasattr(L, n))
 _WEIGHT_LAYERS = (L.Conv1D, L.Conv2D, L.Conv3D, L.Dense, L.DepthwiseConv2D, L.SeparableConv2D,
                   L.Conv2DTranspose, L.LocallyConnected2D)
 
@@ -70,6 +76,14 @@ def check_model(model):
         raise UnsupportedModelError(
             f"model {model.name!r} is not built: it has no defined inputs. Build it first, e.g. give the "
             "Sequential model an `Input(shape)` layer or call `model.build(input_shape)` on it.")
+    augmenting = [layer.name for layer in model.layers if isinstance(layer, _AUGMENTATION)]
+    if augmenting:
+        raise UnsupportedModelError(
+            f"model {model.name!r} holds random augmentation layers {augmenting}, which bitat_tf's compiled passes "
+            "cannot run (and which would show the teacher and the binary model different images). Augment in "
+            "the dataset instead (dataset.map(lambda x, y: (augment(x, training=True), y))) and pass the model "
+            "rebuilt without them, its weights copied (at inference they are the identity, so its outputs are "
+            "the same).")
     nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
     if nested:
         raise UnsupportedModelError(
@@ -188,6 +202,53 @@ def _auto_blocks(binarized):
             blocks[-1].append(name)
         return blocks
     return [binarized[i:i + 2] for i in range(0, len(binarized), 2)]
+
+
+@contextlib.contextmanager
+def float32_policy():
+    """Keras' global dtype policy at float32 inside the block, the caller's restored after it.
+
+    Larq's layers and quantizers compute in float32 only (their padding constant and the quantizers'
+    scales are float32), so every layer `binarize` makes (the Larq twin, its quantizers, the float32 copy of
+    a model built under a mixed-precision policy, the compiled model) is made float32 even when the caller
+    set `mixed_float16` or `mixed_bfloat16` globally. A decorator too.
+    """
+    before = keras.mixed_precision.global_policy()
+    if before.name == "float32":
+        yield
+        return
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
+def in_float32(model):
+    """`model`, or a copy computing in float32 (weights copied) if a layer computes in float16 or bfloat16.
+
+    A model built under a mixed-precision policy keeps float32 variables, so the copy holds the same
+    weights; its layers, and so the binary model, compute in float32 (call it under `float32_policy`).
+    Raises `check_model`'s `UnsupportedModelError` for a model that is not a built graph (an unbuilt
+    Sequential model), before anything reads its inputs.
+    """
+    check_model(model)
+    if not any(_reduced(layer) for layer in model.layers):
+        return model
+
+    def clone(layer):
+        config = layer.get_config()
+        if _reduced(layer):
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _reduced(layer):
+    return getattr(layer, "compute_dtype", None) in ("float16", "bfloat16")
 
 
 def to_larq(model, plan, *, quantizers=None):

@@ -215,9 +215,11 @@ def interpret(model, label_shape, *, loss=None, what="dataset"):
                                     "sigmoid (or gives one logit) and trains with binary_crossentropy.")
     wanted = "binary" if units == 1 else "dense" if distribution == "sigmoid" else family[1] if family else labels
     if labels != wanted:
+        validation = what == "validation_data"  # checked with the loss the training labels fit
         raise DatasetError(f"{what} labels are {_LABELS[labels]} (shape {tuple(label_shape)}) but the loss {name} on "
-                           f"{source} with {units} units takes {_label_words(wanted, distribution)}; "
-                           + _label_fix(labels, wanted, distribution, units))
+                           f"{source} with {units} units takes {_label_words(wanted, distribution)}"
+                           + (", as the training dataset's labels are" if validation else "") + "; "
+                           + _label_fix(labels, wanted, distribution, units, validation))
     return Task(resolved, name, distribution, logits, units, labels, source, config.get("ignore_class"))
 
 
@@ -317,9 +319,13 @@ def _label_words(labels, distribution):
     return "0 or 1 per unit" if labels == "dense" and distribution == "sigmoid" else _LABELS[labels]
 
 
-def _label_fix(labels, wanted, distribution, units):
+def _label_fix(labels, wanted, distribution, units, validation=False):
     if distribution == "sigmoid":
         return f"pass labels of shape (batch, {units}) with 0 or 1 for each unit."
+    if validation and labels == "sparse" and wanted == "dense":
+        return f"one-hot encode them as the training labels are, in a dataset.map (tf.one_hot(y, {units}))."
+    if validation and labels == "dense" and wanted == "sparse":
+        return "pass class indices as the training labels are (tf.argmax(y, -1) in a dataset.map)."
     if labels == "sparse" and wanted == "dense":
         return ("use sparse_categorical_crossentropy for class indices, or one-hot encode them in a dataset.map "
                 f"(tf.one_hot(y, {units})).")
