@@ -1,6 +1,14 @@
 """Checkpoints after each finished layer and inside long whole-network phases, written atomically, refused
-when they belong to another run."""
+when they belong to another run.
 
+Under a `tf.distribute.MultiWorkerMirroredStrategy` the chief alone writes into `checkpoint_dir`. Every other
+worker goes through the same saves (reading a BatchNorm's moving statistics is a collective every worker
+joins) into a temporary folder of its own, removed when the save ends. Every worker resumes from the
+chief's folder, so it must be one they all read (on two machines: a shared filesystem); the workers check
+that they found the same checkpoint before any of them loads it.
+"""
+
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -11,6 +19,8 @@ import tempfile
 import numpy as np
 
 from bitat_tf import graph, transforms
+from bitat_tf._compat import tf
+from bitat_tf.engine.session import multi_worker
 from bitat_tf.engine.timing import PhaseTiming
 from bitat_tf.errors import ConfigError
 
@@ -38,10 +48,18 @@ class Checkpointer:
     def __init__(self, directory, model, config, plan):
         self.directory = os.fspath(directory)
         self.fingerprint = fingerprint(model, config, plan)
-        os.makedirs(self.directory, exist_ok=True)
+        self.chief = writes_checkpoints()
+        if self.chief:
+            os.makedirs(self.directory, exist_ok=True)
 
     def save(self, run, stages_done):
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=self.directory)
+        with _written_in(self.directory, self.chief) as directory:
+            self._save(run, stages_done, directory)
+        if run.phase_checkpoints is not None:  # the stage holds all of it now
+            run.phase_checkpoints.clear()
+
+    def _save(self, run, stages_done, directory):
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=directory)
         run.working.save_weights(os.path.join(tmp, "weights.h5"))
         arrays = {}
         for index, state in run.blocks.items():
@@ -60,24 +78,22 @@ class Checkpointer:
         }
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f, default=_jsonable)
-        final = os.path.join(self.directory, f"stage-{stages_done:03d}")
+        final = os.path.join(directory, f"stage-{stages_done:03d}")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        pointer_tmp = os.path.join(self.directory, f".{_POINTER}.tmp")
+        pointer_tmp = os.path.join(directory, f".{_POINTER}.tmp")
         with open(pointer_tmp, "w") as f:
             f.write(os.path.basename(final))
-        os.replace(pointer_tmp, os.path.join(self.directory, _POINTER))
-        for old in os.listdir(self.directory):
+        os.replace(pointer_tmp, os.path.join(directory, _POINTER))
+        for old in os.listdir(directory):
             if old.startswith("stage-") and old != os.path.basename(final):
-                shutil.rmtree(os.path.join(self.directory, old), ignore_errors=True)
-        if run.phase_checkpoints is not None:  # the stage holds all of it now
-            run.phase_checkpoints.clear()
+                shutil.rmtree(os.path.join(directory, old), ignore_errors=True)
 
-    def restore(self, run):
-        """Load the newest checkpoint into `run`; return the number of finished stages (0 if none)."""
+    def _read(self):
+        """(the newest stage folder, its meta) or (None, None) when there is no checkpoint yet."""
         pointer = os.path.join(self.directory, _POINTER)
         if not os.path.exists(pointer):
-            return 0
+            return None, None
         with open(pointer) as f:
             stage_dir = os.path.join(self.directory, f.read().strip())
         try:
@@ -92,7 +108,15 @@ class Checkpointer:
             raise ConfigError(
                 f"checkpoint_dir {self.directory!r} holds a checkpoint of a different model or config; "
                 "pass an empty directory, or the same model and config to resume.")
-        done = meta["stages_done"]
+        return stage_dir, meta
+
+    def restore(self, run):
+        """Load the newest checkpoint into `run`; return the number of finished stages (0 if none)."""
+        stage_dir, meta = self._read()
+        done = 0 if meta is None else meta["stages_done"]
+        agree(self.directory, self.fingerprint, done, f"{done} finished layers")
+        if meta is None:
+            return 0
         order = [n for block in run.plan.blocks for n in block]
         for name in order[:done]:
             layer = run.working.get_layer(name)
@@ -136,8 +160,13 @@ class PhaseCheckpointer:
     def __init__(self, directory, fingerprint):
         self.directory = os.path.join(os.fspath(directory), "phase")
         self.fingerprint = fingerprint
+        self.chief = writes_checkpoints()
         self.meta = self._read()
         self.applied = self.meta is None  # nothing to load into the run
+        where = None if self.meta is None else (sorted(self.meta["done"]), self.meta["current"] and
+                                                 [self.meta["current"]["label"], self.meta["current"]["step"]])
+        agree(os.path.dirname(self.directory), fingerprint, _digest(where),
+              "no phase checkpoint" if where is None else f"phase checkpoint {where}")
 
     def _read(self):
         path = os.path.join(self.directory, "meta.json")
@@ -184,22 +213,99 @@ class PhaseCheckpointer:
                 "current": None if finished else {"label": label, "step": step, "history": history},
                 "timing": [dataclasses.asdict(t) for t in run.timing], "batches_drawn": run.batches_drawn,
                 "pending_recalibration": run.pending_recalibration}
-        os.makedirs(os.path.dirname(self.directory), exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-phase-", dir=os.path.dirname(self.directory))
-        run.working.save_weights(os.path.join(tmp, "weights.h5"))
-        np.savez(os.path.join(tmp, "optimizer.npz"), **{f"v{i}": v.numpy() for i, v in enumerate(optimizer_variables)})
-        with open(os.path.join(tmp, "meta.json"), "w") as f:
-            json.dump(meta, f, default=_jsonable)
-        old = self.directory + ".old"
-        shutil.rmtree(old, ignore_errors=True)
-        if os.path.exists(self.directory):
-            os.replace(self.directory, old)
-        os.replace(tmp, self.directory)
-        shutil.rmtree(old, ignore_errors=True)
+        if self.chief:
+            os.makedirs(os.path.dirname(self.directory), exist_ok=True)
+        with _written_in(os.path.dirname(self.directory), self.chief) as parent:
+            _replace_folder(os.path.join(parent, "phase"), run, meta, optimizer_variables)
         self.meta, self.applied = meta, True
 
     def clear(self):
         """Drop the phase checkpoint (a stage checkpoint now holds everything it held)."""
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.chief:
+            shutil.rmtree(self.directory, ignore_errors=True)
         self.meta, self.applied = None, True
+
+
+def _replace_folder(directory, run, meta, optimizer_variables):
+    """Write a phase checkpoint into a new folder, then put it in the place of `directory` atomically."""
+    tmp = tempfile.mkdtemp(prefix=".tmp-phase-", dir=os.path.dirname(directory))
+    run.working.save_weights(os.path.join(tmp, "weights.h5"))
+    np.savez(os.path.join(tmp, "optimizer.npz"), **{f"v{i}": v.numpy() for i, v in enumerate(optimizer_variables)})
+    with open(os.path.join(tmp, "meta.json"), "w") as f:
+        json.dump(meta, f, default=_jsonable)
+    old = directory + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(directory):
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def writes_checkpoints():
+    """Whether this process writes into `checkpoint_dir`: a run without a strategy or with one of a single
+    worker does, and of the workers of a MultiWorkerMirroredStrategy the chief alone
+    (`StrategyExtended.should_checkpoint`). Refuses a run outside any strategy's scope in a process that
+    TF_CONFIG makes one of several workers: each would train alone and write the same checkpoints."""
+    if not tf.distribute.has_strategy():
+        tasks = _cluster_tasks()
+        if tasks > 1:
+            raise ConfigError(
+                f"TF_CONFIG names {tasks} workers, but binarize runs outside a tf.distribute strategy's scope: "
+                "each worker would train alone and write into the same checkpoint_dir. Create "
+                "strategy = tf.distribute.MultiWorkerMirroredStrategy() at the start of the program and call "
+                "binarize inside `with strategy.scope():`, or unset TF_CONFIG for a run of one process.")
+        return True
+    return bool(tf.distribute.get_strategy().extended.should_checkpoint)
+
+
+def _cluster_tasks():
+    """The chief and workers TF_CONFIG lists (0 without a readable TF_CONFIG)."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster") or {}
+        return sum(len(cluster.get(kind) or ()) for kind in ("chief", "worker"))
+    except (ValueError, AttributeError, TypeError):
+        return 0
+
+
+@contextlib.contextmanager
+def _written_in(directory, chief):
+    """Where this process writes a checkpoint meant for `directory`: the folder itself on the chief, else a
+    temporary folder removed when the save ends (it goes through the same reads as the chief's save)."""
+    if chief:
+        yield directory
+        return
+    scratch = tempfile.mkdtemp(prefix="bitat_tf-worker-")
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def agree(directory, fingerprint, where, found):
+    """Under a multi-worker strategy, check that every worker runs the same model and config and found the
+    same checkpoint in `directory` (`where`: an integer that says which; `found`: the same in words) before
+    any of them loads it: a worker that resumed elsewhere than the others would wait forever in their
+    collectives. Every worker joins the check (an all-gather)."""
+    if not multi_worker():
+        return
+    strategy = tf.distribute.get_strategy()
+    mine = tf.constant([[int(fingerprint[:15], 16), int(where)]], tf.int64)
+    values = strategy.experimental_distribute_values_from_function(lambda context: mine)
+    every = strategy.gather(values, axis=0).numpy()
+    if (every == every[0]).all():
+        return
+    if (every[:, 0] != every[0, 0]).any():
+        raise ConfigError("the workers binarize different models or configs (their checkpoint fingerprints "
+                          "differ); start every worker with the same model, data, config and arguments.")
+    raise ConfigError(
+        f"the workers found different checkpoints in checkpoint_dir {directory!r} (this worker: {found}): "
+        "every worker resumes from the chief's checkpoint_dir, so it must be a folder all of them read, e.g. on "
+        "a filesystem both machines mount. Pass such a folder, or an empty one on every worker to start over.")
+
+
+def _digest(value):
+    """A 60-bit integer that stands for a JSON-serializable value (0 for None)."""
+    if value is None:
+        return 0
+    return int(hashlib.sha256(json.dumps(value, default=str).encode()).hexdigest()[:15], 16)
 

@@ -68,6 +68,9 @@ class BitatTrainer(keras.Model):
         # Non-finite inputs do not always show in the loss (sign() and ReLU can swallow NaN), so they are
         # counted here and the driver refuses to go on when any were seen.
         self.nonfinite = keras.metrics.Sum(name="nonfinite_inputs")
+        # A metric's result in the step is already every replica's (Keras merges them); "auto" would sum
+        # these results once more across the workers of a MultiWorkerMirroredStrategy.
+        self.distribute_reduction_method = "first"
 
     def call(self, inputs, training=False):
         return self.inner(inputs, training=training)
@@ -97,9 +100,12 @@ class BitatTrainer(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if self.task is not None:
             y = self.task.checked(y)  # a label out of range stops the run here, not in the loss's kernel
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() if self.segments is None else self.segments.recording() as tape:
             y_pred = self(x, training=True)
             task = self.compiled_loss(y, y_pred, sample_weight, regularization_losses=self.losses)
+            if replicas > 1:  # Keras divides its loss by the replicas (their gradients are summed): the mean
+                task = task * replicas  # over this replica's batch, as the other terms are
             total, values = task, []
             if self.teacher is not None:
                 on = tf.cast(self._distilling, task.dtype)
@@ -113,6 +119,8 @@ class BitatTrainer(keras.Model):
             values.insert(0, total)
             if self.teacher is not None:
                 values.append(distill)
+            if replicas > 1:  # every term divided, so the summed gradients are those of the global batch's mean
+                total = total / replicas
         variables = self.trainable_variables
         pairs = []
         for grad, variable in zip(tape.gradient(total, variables), variables):

@@ -6,10 +6,13 @@ working model holds plain Python state again: it saves and exports as if none of
 """
 
 import contextlib
+import threading
+import warnings
 
 from bitat_tf._compat import keras, tf
 from bitat_tf.engine import forward
 from bitat_tf.engine.controls import Controls
+from bitat_tf.quantizers import custom_objects
 from bitat_tf.training import BitatTrainer, StageCosine, assigner
 from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2  # after _compat
 from tensorflow.python.eager import context
@@ -54,6 +57,8 @@ class CompiledSession:
             controls.detach()
             self._trainer = self._forward = None
             self._release_streams()
+        if multi_worker():  # not after a failure: the other workers may be gone
+            self.working = local_copy(self.working)
 
     def _compile(self, penalty):
         """The run's `BitatTrainer` with Adam over a `StageCosine` schedule, its variables made up front."""
@@ -72,6 +77,45 @@ class CompiledSession:
         optimizer_variables = optimizer_variables() if callable(optimizer_variables) else optimizer_variables
         self._optimizer_variables = list(optimizer_variables)
         self._zero_optimizer = tf.function(lambda: [v.assign(tf.zeros_like(v)) for v in optimizer_variables])
+
+
+def multi_worker():
+    """Whether the run is one of several workers of a `MultiWorkerMirroredStrategy` (or another strategy
+    whose collectives span processes)."""
+    extended = tf.distribute.get_strategy().extended
+    return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
+
+
+def local_copy(model):
+    """`model` rebuilt with plain variables holding its values, for the end of a multi-worker run.
+
+    The working model's variables belong to the strategy: reading a BatchNorm's moving statistics is then an
+    all-reduce across the workers, so a save or an export on the chief alone would wait for workers that
+    have moved on or exited. Every worker reads the values together here; the copy is built on a thread of
+    its own, outside the strategy's scope (a scope holds for its thread only). A model that cannot be
+    rebuilt from its layers' configs is returned as it is, with a warning.
+    """
+    values = model.get_weights()
+    made = {}
+
+    def build():
+        try:
+            with keras.utils.custom_object_scope(custom_objects()):
+                made["model"] = keras.models.clone_model(model)
+            made["model"].set_weights(values)
+        except Exception as err:  # noqa: BLE001 - any failure: the model as trained, with a warning
+            made["error"] = err
+
+    thread = threading.Thread(target=build, name="bitat_tf-local-model")
+    thread.start()
+    thread.join()
+    if "error" in made:
+        warnings.warn(f"bitat_tf: the binary model could not be rebuilt outside the distribution strategy "
+                      f"({type(made['error']).__name__}: {made['error']}); it is returned as trained, and saving "
+                      "or exporting it reads its BatchNorm statistics with an all-reduce: do it on every worker "
+                      "(writing on the chief only).", stacklevel=3)
+        return model
+    return made["model"]
 
 
 def _adam(schedule):
@@ -130,4 +174,4 @@ def _graph_options():
     return restore
 
 
-__all__ = ["CompiledSession"]
+__all__ = ["CompiledSession", "local_copy", "multi_worker"]
