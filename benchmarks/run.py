@@ -101,7 +101,7 @@ LABELS = {
     "ste_kd": "end-to-end STE + distillation (no pass, no activation step)",
     "bitat_kd": "BiTAT + distillation in every stage",
     "bitat_ft": "BiTAT + distillation, half the budget on a last fine-tune",
-    "bitat_e2e": "BiTAT warm start + end-to-end distillation (half the budget each; the default until 2026-11-24)",
+    "bitat_e2e": "BiTAT warm start + end-to-end distillation: half the budget each (the default recipe gives the warm start an eighth)",
     "sequential_e2e": "sequential warm start + end-to-end distillation (half each)",
     "bitat_e2e_p25": "BiTAT warm start on a quarter of the budget + end-to-end distillation",
     "bitat_e2e_p12": "the default: BiTAT warm start on an eighth of the budget + end-to-end distillation",
