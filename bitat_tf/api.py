@@ -17,8 +17,8 @@ from bitat_tf.progressive import ProgressiveRun
 
 
 @graph.float32_policy()  # Larq computes in float32: a caller's mixed-precision policy is set aside, then restored
-def binarize(model, dataset, *, validation_data=None, config=None, epochs=None, steps_per_epoch=None,
-             checkpoint_dir=None, verbose=1):
+def binarize(model, dataset, *, validation_data=None, config=None, epochs=None, seed=None, deterministic=None,
+             steps_per_epoch=None, checkpoint_dir=None, verbose=1):
     """Binarize a trained Keras model with BiTAT: 1-bit weights and 1-bit activations, layer by layer.
 
     # Arguments
@@ -40,6 +40,8 @@ def binarize(model, dataset, *, validation_data=None, config=None, epochs=None, 
             the report's `recipe` says which and why): ReActNet's two steps at small budgets, BiTAT's pass
             as a warm start for end-to-end distillation above them. Without it, `BinarizeConfig()`'s own
             budget (1.5 epochs a binarized layer), which runs `BinarizeConfig()`.
+        seed, deterministic: the chosen recipe's `seed` (0 by default) and `deterministic` (False), when no
+            config is given; with a config, set them on it.
         steps_per_epoch: the batches in one epoch of `dataset`, which budgets in epochs (`epochs`, a
             config's `epochs_per_layer`, `finetune_epochs`, `final_finetune_epochs`, `EndToEndConfig`'s
             `epochs`) are counted in; by default `dataset.cardinality()`. Needed for epoch budgets when
@@ -70,6 +72,10 @@ def binarize(model, dataset, *, validation_data=None, config=None, epochs=None, 
     if epochs is not None and config is not None:
         raise ConfigError("binarize: pass the budget either as epochs= (the recipe is then chosen for it) or "
                           "inside config (its epochs/steps settings), not both.")
+    if config is not None and (seed is not None or deterministic is not None):
+        given = ", ".join(n for n, v in (("seed", seed), ("deterministic", deterministic)) if v is not None)
+        raise ConfigError(f"binarize: {given}= applies to the recipe binarize chooses when no config is given; "
+                          f"with config=, set {given} on the config instead.")
     if config is not None and not isinstance(config, (BinarizeConfig, EndToEndConfig)):
         raise ConfigError(f"config must be a bitat_tf.BinarizeConfig (or an EndToEndConfig for the baselines), "
                           f"got {type(config).__name__}.")
@@ -81,7 +87,8 @@ def binarize(model, dataset, *, validation_data=None, config=None, epochs=None, 
     choice = None
     if config is None:  # the recipe for the budget; the layer policy is the same for every recipe
         layers = len(graph.make_plan(model, BinarizeConfig()).binarized)
-        config, choice = budget.choose(budget.default_epochs(layers) if epochs is None else epochs, layers)
+        config, choice = budget.choose(budget.default_epochs(layers) if epochs is None else epochs, layers,
+                                       seed=seed, deterministic=deterministic)
     plan = graph.make_plan(model, config)
     loss = compiled_loss if config.loss is None else config.loss
     steps_per_epoch, task = check_dataset(dataset, model, loss=loss, steps_per_epoch=steps_per_epoch)

@@ -51,9 +51,9 @@ def default_epochs(binarized_layers):
     return binarized_layers * (config.epochs_per_layer + config.finetune_epochs) * (1 + config.final_pass_multiple)
 
 
-def choose(epochs, binarized_layers):
+def choose(epochs, binarized_layers, *, seed=None, deterministic=None):
     """The recipe for a whole-run budget of `epochs` epochs on a model with `binarized_layers` binary layers:
-    `(config, Choice)`."""
+    `(config, Choice)`. `seed` and `deterministic` go to the chosen config (its defaults when None)."""
     if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not math.isfinite(epochs) or epochs <= 0:
         raise ConfigError(f"binarize: epochs must be a positive number of epochs of the dataset (the whole run's "
                           f"budget), got {epochs!r}.")
@@ -70,18 +70,19 @@ def choose(epochs, binarized_layers):
     reason = (f"{epochs:g} epochs over {binarized_layers} binarized layers is {per_layer:.3g} epoch a layer, "
               f"{scale:.2g}x the standard benchmark's budget; {where} it, this recipe led on validation "
               "(docs/results.md)")
-    return _config(recipe, epochs, binarized_layers), Choice(recipe, DESCRIPTIONS[recipe], float(epochs),
+    shared = {key: value for key, value in (("seed", seed), ("deterministic", deterministic)) if value is not None}
+    return _config(recipe, epochs, binarized_layers, shared), Choice(recipe, DESCRIPTIONS[recipe], float(epochs),
                                                              binarized_layers, per_layer, reason)
 
 
-def _config(recipe, epochs, layers):
+def _config(recipe, epochs, layers, shared):
     if recipe == "reactnet":
-        return EndToEndConfig(method="reactnet", epochs=epochs)
+        return EndToEndConfig(method="reactnet", epochs=epochs, **shared)
     # The default: the pass on an eighth (quantize : fine-tune = 2 : 1 a layer), the last phase the rest.
     defaults = BinarizeConfig()
     share = 1.0 / (1.0 + defaults.final_pass_multiple)
     pass_per_layer = epochs * share / layers
-    return BinarizeConfig(epochs_per_layer=pass_per_layer * 2 / 3, finetune_epochs=pass_per_layer / 3)
+    return BinarizeConfig(epochs_per_layer=pass_per_layer * 2 / 3, finetune_epochs=pass_per_layer / 3, **shared)
 
 
 __all__ = ["Choice", "LEADERS", "STANDARD_EPOCHS_PER_LAYER", "choose", "default_epochs"]

@@ -83,9 +83,10 @@ def _config_from(args, **overrides):
 
 
 def _configuration_flags(args):
-    """The flags of the "BiTAT configuration" group given on the command line, --seed aside."""
+    """The flags of the "BiTAT configuration" group given on the command line, but --seed and --deterministic,
+    which --epochs passes to the recipe it chooses."""
     given = [f"--{name.replace('_', '-')}" for name in _CONFIG_FIELDS
-             if name != "seed" and getattr(args, name, None) is not None]
+             if name not in ("seed", "deterministic") and getattr(args, name, None) is not None]
     return (["--paper"] if args.paper else []) + given
 
 
@@ -161,7 +162,8 @@ def run_binarize(args):
         test = data.load(args.data, "test", batch_size=args.batch_size, data_dir=args.data_dir)
     # --epochs: binarize chooses the recipe for the budget (no config); else the configuration flags'
     config = None if args.epochs is not None else _config_from(args)
-    result = bitat_tf.binarize(model, train, validation_data=test, config=config, epochs=args.epochs,
+    chosen = {} if config is not None else {"seed": args.seed, "deterministic": args.deterministic}
+    result = bitat_tf.binarize(model, train, validation_data=test, config=config, epochs=args.epochs, **chosen,
                                checkpoint_dir=args.checkpoint_dir, verbose=args.verbose)
     recipe = result.report.recipe
     if recipe is not None and args.verbose >= 1:

@@ -47,6 +47,19 @@ def test_without_a_budget_binarize_runs_the_default_config():
         assert config == bitat_tf.BinarizeConfig()
 
 
+@pytest.mark.parametrize("epochs", [0.3, 13.0])  # one budget of each recipe
+def test_seed_and_deterministic_reach_the_chosen_config(epochs):
+    assert budget.choose(epochs, 31)[0].seed == 0 and budget.choose(epochs, 31)[0].deterministic is False
+    config, _ = budget.choose(epochs, 31, seed=7, deterministic=True)
+    assert config.seed == 7 and config.deterministic is True
+
+
+def test_seed_with_a_config_is_refused_naming_where_it_goes(trained_cnn, digits_ds):
+    with pytest.raises(bitat_tf.ConfigError, match="set seed, deterministic on the config"):
+        bitat_tf.binarize(trained_cnn, digits_ds[0], config=bitat_tf.BinarizeConfig(), seed=1, deterministic=True,
+                          verbose=0)
+
+
 @pytest.mark.parametrize("epochs", [0, -1.0, math.inf, math.nan, True, "3"])
 def test_bad_budgets_are_refused(epochs):
     with pytest.raises(bitat_tf.ConfigError, match="epochs must be a positive number"):
