@@ -1,7 +1,8 @@
 """The paper's regime: every method's test top-1 against binarization time at 1x, 4x and 16x the standard budget.
 
     python benchmarks/budgets.py --mode standard --scales-from quick --budgets 1,4,16 \\
-        --methods reactnet,ste_kd,bitat_e2e_p12,bitat,sequential,bitat_act_pass     # the runs (resumable)
+        --methods reactnet,ste_kd,bitat_e2e_p12,bitat,sequential,bitat_act_pass \\
+        --out results/regime_standard/runs                                          # the runs (resumable)
     python benchmarks/regime.py                                                      # this page from them
 
 The runs' accuracies are read as they are. Their seconds are not comparable across sittings and machines
@@ -31,7 +32,7 @@ METHODS = ("reactnet", "ste_kd", "bitat_e2e_p12", "bitat", "sequential", "bitat_
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", default=os.path.join(ROOT, "results", "budgets_standard"))
+    p.add_argument("--runs", default=os.path.join(ROOT, "results", "regime_standard", "runs"))
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default=os.path.join(ROOT, "results", "regime_standard"))
     args = p.parse_args(argv)
