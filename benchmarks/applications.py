@@ -1,12 +1,15 @@
-"""Keras Applications a user would bring, bare and inside a transfer-learning Sequential: does each
-binarize and export, and what ships?
+"""Keras Applications a user would bring, bare and inside a transfer-learning Sequential, and the standard
+benchmark model: does each binarize with each recipe and export fully binary, and what ships?
 
-    python benchmarks/applications.py                       # all, writes results/applications.json
-    python benchmarks/applications.py --models MobileNet    # one
+    python benchmarks/applications.py                       # all models, all recipes: results/applications.json
+    python benchmarks/applications.py --models MobileNet --recipes default --bare-only
 
-Random weights and small inputs (nothing downloads), one quantisation step a layer and no fine-tune: this
-checks the pipeline on real architectures, not accuracy. For each model: weight layers, binarized layers,
-LceBconv2d in the LCE flatbuffer, LCE and float TFLite sizes, or the error a user gets.
+Random weights (the standard model: its committed full-precision weights) and random 32x32 data (nothing
+downloads), a tiny budget: one quantisation step a layer for the pass, 20 steps for a whole-network phase
+(enough for it to move every scale alpha, which once reached 0 and made LCE keep a layer float). This checks
+the pipeline and the export on real architectures, not accuracy. For each model and recipe: weight layers,
+binarized layers, LceBconv2d in the LCE flatbuffer, LCE and float TFLite sizes, or the error a user gets
+(the export raises a FloatFallbackError when a binarized layer would ship as a float convolution).
 """
 
 import argparse
@@ -20,14 +23,36 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+STANDARD = "ReActNetA_standard"  # the standard benchmark's ReActNet-A twin, trained
 MODELS = {  # name -> input size (the smallest each accepts comfortably)
     "MobileNet": 32, "MobileNetV2": 32, "MobileNetV3Small": 32, "EfficientNetB0": 32, "ResNet50": 32,
-    "DenseNet121": 32,
+    "DenseNet121": 32, STANDARD: 32,
 }
+RECIPES = ("paper", "default", "reactnet", "ste")
+
+
+def config(recipe):
+    """Each recipe at a tiny budget: what converts does not depend on how long it trained."""
+    import bitat_tf
+
+    pass_steps = dict(steps_per_layer=1, finetune_steps=0, bn_recalibration_batches=1, capture_batches=1)
+    if recipe == "paper":
+        return bitat_tf.BinarizeConfig.paper(**pass_steps)
+    if recipe == "default":
+        return bitat_tf.BinarizeConfig(**pass_steps, final_finetune_steps=20)
+    return bitat_tf.EndToEndConfig(method=recipe, steps=20, bn_recalibration_batches=1, capture_batches=1)
 
 
 def build(name, size, transfer, classes=10):
     import tf_keras as keras
+
+    if name == STANDARD:  # the standard benchmark's model with its committed full-precision weights
+        from bitat_tf import zoo
+
+        model = zoo.reactnet_a(width=0.25)
+        model.load_weights(os.path.join(ROOT, "benchmarks", "checkpoints", "reactnet_a_w0.25_n49000_e10_s0.h5"))
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # it outputs logits
+        return model
 
     cls = getattr(keras.applications, name)
     keras.utils.set_random_seed(0)
@@ -38,7 +63,7 @@ def build(name, size, transfer, classes=10):
                              keras.layers.Dense(classes, name="head")], name=f"transfer_{name.lower()}")
 
 
-def measure(name, size, transfer):
+def measure(name, size, transfer, recipe="paper"):
     import numpy as np
     import tensorflow as tf
 
@@ -49,12 +74,10 @@ def measure(name, size, transfer):
     rng = np.random.default_rng(0)
     data = tf.data.Dataset.from_tensor_slices((rng.random((64, size, size, 3), np.float32),
                                                rng.integers(0, 10, 64))).batch(32)
-    config = bitat_tf.BinarizeConfig.paper(steps_per_layer=1, finetune_steps=0, bn_recalibration_batches=1,
-                                      capture_batches=1)
-    row = {"model": name, "transfer": transfer, "input": size}
+    row = {"model": name, "transfer": transfer, "recipe": recipe, "input": size}
     start = time.time()
     try:
-        result = bitat_tf.binarize(model, data, config=config, verbose=0)
+        result = bitat_tf.binarize(model, data, config=config(recipe), verbose=0)
         report = result.report
         row.update(weight_layers=len(report.layers), binarized=sum(r.binarized for r in report.layers))
         lce = export.export_lce(result.model)
@@ -70,37 +93,44 @@ def measure(name, size, transfer):
 
 
 def table(rows):
-    lines = ["| model | as | weight layers | binarized | LceBconv2d | LCE / FP TFLite size | error |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | as | recipe | weight layers | binarized | LceBconv2d | LCE / FP TFLite size | error |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         size = (f"{r['lce_bytes']:,} / {r['tflite_fp_bytes']:,} B ({r['tflite_fp_bytes'] / r['lce_bytes']:.1f}x)"
                 if r.get("lce_bytes") else "-")
-        lines.append(f"| {r['model']} | {'transfer Sequential' if r['transfer'] else 'bare'} | "
+        lines.append(f"| {r['model']} | {'transfer Sequential' if r['transfer'] else 'bare'} | {_recipe(r)} | "
                      f"{r.get('weight_layers', '-')} | {r.get('binarized', '-')} | {r.get('lce_bconv2d', '-')} | "
                      f"{size} | {r['error'] or '-'} |")
     return "\n".join(lines)
 
 
+def _recipe(row):
+    return row.get("recipe", "paper")  # rows measured before recipes were a column ran the paper's pass
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--recipes", default=",".join(RECIPES))
+    p.add_argument("--bare-only", action="store_true", help="skip the transfer-learning Sequential of each model")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "applications.json"))
     args = p.parse_args(argv)
     from bitat_tf import runinfo
 
     rows = []
     for name in args.models.split(","):
-        for transfer in (False, True):
-            row = measure(name, MODELS[name], transfer)
-            print(f"{name} {'transfer' if transfer else 'bare'}: {row.get('binarized')} binarized, "
-                  f"{row.get('lce_bconv2d')} LceBconv2d, {row['seconds']:.0f}s, error {row['error']}", flush=True)
-            rows.append(row)
-    if os.path.exists(args.out):  # keep the rows of models not measured this time
+        for recipe in args.recipes.split(","):
+            for transfer in (False,) if args.bare_only or name == STANDARD else (False, True):
+                row = measure(name, MODELS[name], transfer, recipe)
+                print(f"{name} {'transfer' if transfer else 'bare'} {recipe}: {row.get('binarized')} binarized, "
+                      f"{row.get('lce_bconv2d')} LceBconv2d, {row['seconds']:.0f}s, error {row['error']}", flush=True)
+                rows.append(row)
+    key = lambda r: (r["model"], r["transfer"], _recipe(r))  # noqa: E731
+    if os.path.exists(args.out):  # keep the rows of the cases not measured this time
         with open(args.out) as f:
-            kept = [r for r in json.load(f)["rows"] if (r["model"], r["transfer"]) not in
-                    {(n["model"], n["transfer"]) for n in rows}]
-        order = list(MODELS)
-        rows = sorted(kept + rows, key=lambda r: (order.index(r["model"]), r["transfer"]))
+            kept = [r for r in json.load(f)["rows"] if key(r) not in {key(n) for n in rows}]
+        rows = kept + rows
+    rows = sorted(rows, key=lambda r: (list(MODELS).index(r["model"]), r["transfer"], RECIPES.index(_recipe(r))))
     with open(args.out, "w") as f:
         json.dump({"rows": rows, "table": table(rows), "command": "python benchmarks/applications.py",
                    **runinfo.provenance()}, f, indent=2, default=str)

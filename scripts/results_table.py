@@ -466,7 +466,10 @@ def applications_table():
     if not record:
         return ""
     return _section("Keras Applications", f"`results/applications.json`, `{record['command']}`", record["table"],
-                    "Random weights, 32x32 inputs, one quantisation step a layer: what converts, not accuracy.")
+                    "Random weights (the standard model: its trained full-precision weights), random 32x32 data, each "
+                    "recipe at a tiny budget (one quantisation step a layer for the pass, 20 steps a whole-network "
+                    "phase): what converts, not accuracy. The export raises on any binarized layer left float, so "
+                    "a row without error has every binarized layer as LceBconv2d.")
 
 
 def memory_table():
@@ -538,7 +541,7 @@ within one table. How the benchmark works and how to rerun each study: [benchmar
 
 _PENDING = """## Being measured
 
-The 4x and 16x budgets of the standard curves (`results/budgets_standard/`, summarised by
+The 4x and 16x budgets of the standard curves (runs in `results/regime_standard/runs/`, summarised by
 `python benchmarks/regime.py` in `results/regime_standard/`) and the starvation study of the paper's pass
 (`benchmarks/starvation.py`, `results/starvation_standard/`) are running; their tables appear here when
 their JSON is committed and this page is regenerated."""
@@ -553,7 +556,7 @@ def regime_section():
     picture = f"\n\n![test top-1 against derived time](../{chart})" if os.path.exists(os.path.join(ROOT, chart)) else ""
     return _section("The paper's regime: 1x, 4x and 16x the standard budget",
                     "`results/regime_standard/regime.json`, `python benchmarks/regime.py` (from the runs in "
-                    "`results/budgets_standard/`)", _module("regime").markdown(record) + picture,
+                    "`results/regime_standard/runs/`, all from the committed full-precision start point)", _module("regime").markdown(record) + picture,
                     "Minutes are derived from each run's optimizer steps at the step times of the method's 1x run, "
                     "plus that run's time outside the steps.")
 
