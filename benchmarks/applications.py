@@ -117,7 +117,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     from bitat_tf import runinfo
 
-    rows = []
+    rows, merged = [], []
     for name in args.models.split(","):
         for recipe in args.recipes.split(","):
             for transfer in (False,) if args.bare_only or name == STANDARD else (False, True):
@@ -125,17 +125,26 @@ def main(argv=None):
                 print(f"{name} {'transfer' if transfer else 'bare'} {recipe}: {row.get('binarized')} binarized, "
                       f"{row.get('lce_bconv2d')} LceBconv2d, {row['seconds']:.0f}s, error {row['error']}", flush=True)
                 rows.append(row)
-    key = lambda r: (r["model"], r["transfer"], _recipe(r))  # noqa: E731
-    if os.path.exists(args.out):  # keep the rows of the cases not measured this time
-        with open(args.out) as f:
-            kept = [r for r in json.load(f)["rows"] if key(r) not in {key(n) for n in rows}]
-        rows = kept + rows
-    rows = sorted(rows, key=lambda r: (list(MODELS).index(r["model"]), r["transfer"], RECIPES.index(_recipe(r))))
-    with open(args.out, "w") as f:
-        json.dump({"rows": rows, "table": table(rows), "command": "python benchmarks/applications.py",
-                   **runinfo.provenance()}, f, indent=2, default=str)
-    print(table(rows))
+                merged = write(args.out, rows, runinfo.provenance())  # after every row: a long run keeps its rows
+    print(table(merged))
     return 0
+
+
+def write(path, rows, provenance):
+    """Write the measured `rows` into `path`, beside the rows of the cases not measured this time; returns
+    every row, in table order. Atomic, so a run stopped mid-write leaves the previous file."""
+    key = lambda r: (r["model"], r["transfer"], _recipe(r))  # noqa: E731
+    kept = []
+    if os.path.exists(path):
+        with open(path) as f:
+            kept = [r for r in json.load(f)["rows"] if key(r) not in {key(n) for n in rows}]
+    rows = sorted(kept + rows, key=lambda r: (list(MODELS).index(r["model"]), r["transfer"],
+                                              RECIPES.index(_recipe(r))))
+    with open(path + ".tmp", "w") as f:
+        json.dump({"rows": rows, "table": table(rows), "command": "python benchmarks/applications.py",
+                   **provenance}, f, indent=2, default=str)
+    os.replace(path + ".tmp", path)
+    return rows
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ class Fold:
 def threshold_folds(model):
     """The thresholds of `model` that fold exactly into an offset before them, as a list of `Fold`s (the
     model is only read)."""
-    readers = _readers(model)
+    readers = readers_of(model)
     folds = []
     for layer in model.layers:
         if _threshold_quantizer(layer) is None or len(layer.inbound_nodes) != 1:
@@ -76,7 +76,7 @@ def _threshold_quantizer(layer):
     return quantizer if isinstance(quantizer, ThresholdSign) and quantizer.active else None
 
 
-def _readers(model):
+def readers_of(model):
     """{id(tensor): [layers reading it]} over the model's layers; a model output counts as a reader."""
     readers = {}
     for layer in model.layers:

@@ -12,6 +12,7 @@ from bitat_tf import export_fold as fold
 from bitat_tf._compat import keras, larq, tf
 from bitat_tf.errors import ConfigError, DatasetError, UnsupportedModelError
 from bitat_tf.export_checks import binarized_layers, is_binary_dense
+from bitat_tf.export_padding import trimmed_paddings
 from bitat_tf.quantizers import ScaledSign, ThresholdSign
 
 
@@ -138,13 +139,19 @@ def inference_model(model, *, dense="conv", fold_thresholds=True):
     threshold that folds exactly into the offset before it (`export_fold`: a BatchNormalization's or a
     bias, through a ReLU when nothing else reads it) moves there and its quantizer becomes a plain sign, so
     the file holds no `SUB` for it (and no ReLU), and LCE can write bitpacked outputs between binary
-    convolutions. The outputs agree up to float rounding of the pre-sign values.
+    convolutions. The outputs agree up to float rounding of the pre-sign values. A `ZeroPadding2D` in front of
+    a VALID convolution pads only the rows and columns the convolution reads (`export_padding`: LCE's
+    converter fuses some paddings into a SAME padding that is not theirs, e.g. Keras ResNet's and DenseNet's
+    stems).
     """
     folds = fold.threshold_folds(model) if fold_thresholds else []
+    paddings = trimmed_paddings(model)
     signs = {f.layer for f in folds}
     identities = {f.activation for f in folds if f.activation}
 
     def clone(layer):
+        if layer.name in paddings:
+            return keras.layers.ZeroPadding2D(paddings[layer.name], name=layer.name)
         if layer.name in identities:
             return keras.layers.Activation("linear", name=layer.name)
         if dense == "conv" and is_binary_dense(layer):
