@@ -15,19 +15,9 @@ _SPEC = importlib.util.spec_from_file_location(
 applications = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(applications)
 
-# Every layer became an LceBconv2d, but the file's output differed from Keras' beyond the export's tolerance
-# (by up to 0.24-0.72 on 3 random inputs), so the export refused to write it (results/applications.json):
-# not understood yet. The marks go when the cause is fixed (strict: a pass fails until then).
-PARITY_FAILURES = {("ResNet50", "reactnet"), ("DenseNet121", "default"), ("DenseNet121", "reactnet"),
-                   ("DenseNet121", "ste")}
-
 
 def _marks(name, recipe):
-    marks = [] if name == "MobileNet" and recipe == "paper" else [pytest.mark.slow]
-    if (name, recipe) in PARITY_FAILURES:
-        marks.append(pytest.mark.xfail(strict=True, reason="LCE file differs from Keras after the recipe's "
-                                                           "whole-network phase; export refuses it"))
-    return marks
+    return [] if name == "MobileNet" and recipe == "paper" else [pytest.mark.slow]
 
 
 CASES = [pytest.param(name, transfer, recipe, id=f"{name}-{'transfer' if transfer else 'bare'}-{recipe}",
