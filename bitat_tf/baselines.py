@@ -51,8 +51,9 @@ class EndToEndConfig:
             sets how many batches one forward pass of capture or BatchNorm recalibration reads at once.
         bn_recalibration_batches: batches over which BatchNorm statistics are re-estimated at the end: the
             last training steps average them (forward passes make up any the phase was too short for).
-        seed, deterministic, loss: as in `BinarizeConfig` (`deterministic=True`: the same binary model in
-            any process with the same seed and data; turns TensorFlow's op determinism on, process-wide).
+        seed, deterministic, loss: as in `BinarizeConfig` (`deterministic=True`: meant to give the same
+            binary model in any process with the same seed and data, with the limits docs/engine.md states;
+            turns TensorFlow's op determinism on, process-wide).
     """
 
     cross_layer = False  # for the layer plan: no blocks

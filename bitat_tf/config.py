@@ -108,7 +108,8 @@ class BinarizeConfig:
             returns, for everything the process runs after (as `tf.config.experimental.
             enable_op_determinism()` would). Data that draws random numbers without a seed
             (`dataset.shuffle(n)` with no `seed=` and no global seed set before it was built) cannot be
-            repeated: `binarize` refuses it with a `DatasetError`. Slower (docs/engine.md).
+            repeated: `binarize` refuses it with a `DatasetError`. Checked on the cases of
+            tests/test_deterministic.py; docs/engine.md names a run it did not repeat.
         loss: a Keras loss; by default the model's compiled loss, or a crossentropy chosen from the
             labels and whether the model ends in a softmax.
     """
