@@ -62,7 +62,7 @@ def build(runs, methods):
         curves[method] = [_point(budget, record, timing) for budget, record in sorted(by_budget.items())]
     fp = _fp_accuracy(runs, records)
     return {"curves": curves, "labels": {m: bench.LABELS[m] for m in curves}, "fp_test_accuracy": fp,
-            "leaders": leaders(curves), "sitting": sitting,
+            "leaders": leaders(curves), "equal_time": equal_time(curves), "sitting": sitting,
             "one_sitting": len({json.dumps(s["cpu"], sort_keys=True) for s in sitting.values()}) <= 1,
             "command": budgets._commands({m: [{"budget": p["budget"]} for p in pts] for m, pts in curves.items()},
                                          "standard", "quick")}
@@ -119,6 +119,23 @@ def leaders(curves):
     return rows
 
 
+def equal_time(curves, reference="reactnet"):
+    """At each budget's derived time of the reference method, every method's validation and test top-1 read
+    off its curve (linear in log-time between its runs; missing outside a curve's span)."""
+    rows = []
+    for point in curves.get(reference, []):
+        methods = {}
+        for method, points in curves.items():
+            timed = [{**p, "seconds": p["derived_seconds"]} for p in points]
+            val = budgets.at_time(timed, point["derived_seconds"], "val_accuracy")
+            test = budgets.at_time(timed, point["derived_seconds"], "test_accuracy")
+            if val is not None:
+                methods[method] = {"val_accuracy": val, "test_accuracy": test}
+        rows.append({"reference": f"{reference} at x{point['budget']:g}", "seconds": point["derived_seconds"],
+                     "methods": methods})
+    return rows
+
+
 def markdown(page):
     budgets_ = sorted({p["budget"] for pts in page["curves"].values() for p in pts})
     head = "| method | " + " | ".join(f"x{b:g} test (val), min" for b in budgets_) + " |"
@@ -134,6 +151,11 @@ def markdown(page):
         lead = "" if row["lead_over"] is None else f", {row['lead_points']:.1f} points above {row['lead_over']}"
         lines.append(f"- x{row['budget']:g} ({row['methods']} methods): {row['leader']} leads with "
                      f"{100 * row['test_accuracy']:.1f}%{lead}.")
+    for row in page.get("equal_time", []):
+        read = "; ".join(f"{m} {100 * r['val_accuracy']:.1f}% val / {100 * r['test_accuracy']:.1f}% test"
+                         for m, r in row["methods"].items())
+        lines.append(f"- At the time of {row['reference']} ({row['seconds'] / 60:.0f} min, curves read in "
+                     f"log-time): {read}.")
     if not page["one_sitting"]:
         lines.append("- The 1x runs that give the step times come from more than one machine: derived times "
                      "compare only roughly.")
