@@ -134,10 +134,10 @@ def write(path, rows, provenance):
     """Write the measured `rows` into `path`, beside the rows of the cases not measured this time; returns
     every row, in table order. Atomic, so a run stopped mid-write leaves the previous file."""
     key = lambda r: (r["model"], r["transfer"], _recipe(r))  # noqa: E731
-    kept = []
+    kept, measured = [], {key(r) for r in rows}
     if os.path.exists(path):
         with open(path) as f:
-            kept = [r for r in json.load(f)["rows"] if key(r) not in {key(n) for n in rows}]
+            kept = [r for r in json.load(f)["rows"] if key(r) not in measured]
     rows = sorted(kept + rows, key=lambda r: (list(MODELS).index(r["model"]), r["transfer"],
                                               RECIPES.index(_recipe(r))))
     with open(path + ".tmp", "w") as f:

@@ -47,8 +47,8 @@ def trimmed_paddings(model):
 
 
 def _valid_convolution(layer):
-    return (isinstance(layer, _CONVOLUTIONS) and not isinstance(layer, keras.layers.Conv2DTranspose) and layer.padding == "valid" and layer.data_format == "channels_last"
-            and len(layer.inbound_nodes) == 1)
+    return (isinstance(layer, _CONVOLUTIONS) and not isinstance(layer, keras.layers.Conv2DTranspose)
+            and layer.padding == "valid" and layer.data_format == "channels_last" and len(layer.inbound_nodes) == 1)
 
 
 def _read_after(size, before, after, kernel, stride, dilation):
