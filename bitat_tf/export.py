@@ -61,9 +61,10 @@ def export_lce(model, path=None, *, dense="conv", int8_calibration=None, int8_la
 
     Before anything is written the file is checked: every binarized convolution (and binarized `Dense`,
     with dense="conv") must have become an `LceBconv2d`, else `FloatFallbackError` names the layers and
-    why; and the file must run in LCE's interpreter and give the Keras model's output on one input, else
-    `ExportError`. A channel whose scale alpha is 0 has no binary form in LCE; when a BatchNormalization
-    alone reads the layer, the export gives the channel an exact binary equivalent (see
+    why; and the file must run in LCE's interpreter and give the Keras model's output on one input, and the
+    full-precision layers before the first signs, converted alone, must give Keras' values
+    (`export_parity.check_front`), else `ExportError`. A channel whose scale alpha is 0 has no binary form
+    in LCE; when a BatchNormalization alone reads the layer, the export gives the channel an exact binary equivalent (see
     `export_checks.absorb_zero_scales`) and the model passed in is left as it is.
 
     # Arguments
@@ -104,8 +105,11 @@ def export_lce(model, path=None, *, dense="conv", int8_calibration=None, int8_la
         exported = calibrated_model(exported, int8_calibration, layers=int8_layers, max_batches=calibration_batches)
     flatbuffer = lce.convert_keras_model(exported, **options)
     checks.check_binary_ops(flatbuffer, expected, unrepaired, allow_float_fallback=allow_float_fallback)
-    parity.check_runs(model, flatbuffer, runtime="lce", compare=not _has_int8(int8_calibration, options),
-                      what="export_lce")
+    compare = not _has_int8(int8_calibration, options)
+    parity.check_runs(model, flatbuffer, runtime="lce", compare=compare, what="export_lce")
+    if compare:
+        parity.check_front(exported, expected + checks.binarized_layers(exported),
+                           lambda front: lce.convert_keras_model(front, **options), what="export_lce")
     return _write(flatbuffer, path)
 
 

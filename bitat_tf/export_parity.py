@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from bitat_tf._compat import larq, tf
+from bitat_tf._compat import keras, larq, tf
 from bitat_tf.errors import DatasetError
 from bitat_tf.export_census import flatbuffer_bytes, layers_named_by, op_census, operators
 from bitat_tf.export_checks import ExportError, binarized_layers, check_model, is_binary_dense
@@ -81,6 +81,49 @@ def check_runs(model, flatbuffer, *, runtime, compare=True, what, rtol=1e-2, ato
 
 
 _RUNTIMES = {"lce": "LCE's interpreter", "tflite": "tf.lite.Interpreter"}
+
+
+def check_front(model, binary_layers, convert, *, what, rtol=1e-3, atol=1e-5):
+    """The full-precision layers in front of the first of `binary_layers` (layers of `model`), converted by `convert` (model -> flatbuffer)
+    alone and run in LCE's interpreter, must give Keras' values within `atol + rtol * max|value|`, else
+    `ExportError` naming them.
+
+    `check_runs` compares whole outputs, which a model whose output barely depends on its input (random
+    weights, a head that saturates) cannot tell apart; the front feeds every later sign and has no sign of
+    its own, so it matches to float rounding or is wrong. Each tensor that a binarized layer reads and that
+    depends on no binarized layer is one front, converted as its own model (several outputs can come back
+    from a file in another order): what the converter does to those layers in the whole model, it does
+    there too (e.g. LCE 0.16's padding fusion, `export_padding`). A binarized layer reading a model input has
+    no front to check."""
+    for front in _fronts(model, binary_layers):
+        runner = _Runner(convert(front), "lce")
+        x = _sample(*runner.input_specs[0], seed=0)
+        got, expected = runner.run([x])[0], np.asarray(front(x, training=False))
+        diff, bound = float(np.max(np.abs(got - expected))), atol + rtol * float(np.max(np.abs(expected)))
+        if not diff <= bound:
+            layers = ", ".join(l.name for l in front.layers if not isinstance(l, keras.layers.InputLayer))
+            raise ExportError(
+                f"{what}: the full-precision layers before the first signs ({layers}) compute other values in the "
+                f"converted file than in Keras: up to {diff:.3g} apart where they reach {np.max(np.abs(expected)):.3g} "
+                f"(allowed {bound:.3g}). The converter changed what these layers compute; please report the "
+                "layers' configuration. Nothing was written.")
+
+
+def _fronts(model, binary_layers):
+    """One-output models from `model`'s input to each distinct tensor one of `binary_layers` reads that
+    depends on none of them (none for a model with several inputs, or whose binary layers are nested)."""
+    binary = {id(l) for l in binary_layers}
+    if len(model.inputs or []) != 1 or not binary:
+        return []
+    fronts, seen = [], {id(t) for t in model.inputs}
+    for layer in model.layers:
+        if id(layer) not in binary or len(layer.inbound_nodes) != 1 or id(layer.input) in seen:
+            continue
+        seen.add(id(layer.input))
+        front = keras.Model(model.inputs, layer.input)
+        if not any(id(l) in binary for l in front.layers):
+            fronts.append(front)
+    return fronts
 
 
 def _sample(shape, dtype, seed):

@@ -72,3 +72,21 @@ def test_a_padding_read_by_something_else_is_left_alone():
     assert trimmed_paddings(keras.Model(inputs, [a, b])) == {}
     pooled = keras.layers.MaxPooling2D(3, strides=2)(keras.layers.ZeroPadding2D(1, name="pad2")(inputs))
     assert trimmed_paddings(keras.Model(inputs, pooled)) == {}
+
+
+def test_a_misconverted_stem_is_refused_even_where_the_output_does_not_show_it(monkeypatch):
+    """A head that ignores its input (zero kernel) gives the same output whatever the stem computes, as
+    random-weight models nearly do: the check of the layers before the first sign still sees the fault."""
+    from bitat_tf import export_model, export_parity
+
+    model = _model(16, 3, 7, 2)
+    head = keras.layers.Dense(3, kernel_initializer="zeros", bias_initializer="ones", name="head")
+    model = keras.Model(model.inputs, head(model.output))
+    monkeypatch.setattr(export_model, "trimmed_paddings", lambda model: {})  # the export without its fix
+    with pytest.raises(export.ExportError, match=r"before the first signs \(pad, stem\)"):
+        export.export_lce(model)
+    assert [front.output.name for front in export_parity._fronts(model, [model.get_layer("bconv")])] \
+        == [model.get_layer("stem").output.name]
+    bconv = larq.layers.QuantConv2D(4, 3, input_quantizer=ThresholdSign(), kernel_quantizer=ScaledSign())
+    first_binary = keras.Sequential([keras.Input((8, 8, 3)), bconv])
+    assert export_parity._fronts(first_binary, [bconv]) == []  # it reads the model's input: no front
