@@ -108,14 +108,19 @@ def _fp_accuracy(runs, records):
 
 
 def leaders(curves):
-    """At each budget (equal steps): the method with the best test top-1 and its lead over the runner-up."""
+    """At each budget (equal steps): the method with the best test top-1 and its lead over the runner-up,
+    and the same on validation (`val_*`), by which `bitat_tf.budget.LEADERS` chooses."""
     rows = []
     for budget in sorted({p["budget"] for pts in curves.values() for p in pts}):
-        at = sorted(((p["test_accuracy"], m) for m, pts in curves.items() for p in pts if p["budget"] == budget),
-                    reverse=True)
-        rows.append({"budget": budget, "leader": at[0][1], "test_accuracy": at[0][0],
-                     "lead_over": at[1][1] if len(at) > 1 else None,
-                     "lead_points": 100 * (at[0][0] - at[1][0]) if len(at) > 1 else None, "methods": len(at)})
+        row = {"budget": budget}
+        for key, prefix in (("test_accuracy", ""), ("val_accuracy", "val_")):
+            at = sorted(((p[key], m) for m, pts in curves.items() for p in pts if p["budget"] == budget),
+                        reverse=True)
+            row.update({f"{prefix}leader": at[0][1], f"{prefix}accuracy" if prefix else key: at[0][0],
+                        f"{prefix}lead_over": at[1][1] if len(at) > 1 else None,
+                        f"{prefix}lead_points": 100 * (at[0][0] - at[1][0]) if len(at) > 1 else None,
+                        "methods": len(at)})
+        rows.append(row)
     return rows
 
 
@@ -148,9 +153,12 @@ def markdown(page):
     if page["fp_test_accuracy"] is not None:
         lines.append(f"Full precision (start point): {100 * page['fp_test_accuracy']:.1f}% test.")
     for row in page["leaders"]:
-        lead = "" if row["lead_over"] is None else f", {row['lead_points']:.1f} points above {row['lead_over']}"
-        lines.append(f"- x{row['budget']:g} ({row['methods']} methods): {row['leader']} leads with "
-                     f"{100 * row['test_accuracy']:.1f}%{lead}.")
+        said = []
+        for split, prefix, key in (("validation", "val_", "val_accuracy"), ("test", "", "test_accuracy")):
+            over = row.get(f"{prefix}lead_over")
+            lead = "" if over is None else f", {row[f'{prefix}lead_points']:.1f} points above {over}"
+            said.append(f"{split} led by {row[f'{prefix}leader']} with {100 * row[key]:.1f}%{lead}")
+        lines.append(f"- x{row['budget']:g} ({row['methods']} methods, one seed each): " + "; ".join(said) + ".")
     for row in page.get("equal_time", []):
         read = "; ".join(f"{m} {100 * r['val_accuracy']:.1f}% val / {100 * r['test_accuracy']:.1f}% test"
                          for m, r in row["methods"].items())

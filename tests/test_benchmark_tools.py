@@ -215,6 +215,7 @@ def test_regime_page_derives_time_from_steps_at_the_1x_step_times_and_names_each
     assert [p["derived_seconds"] for p in page["curves"]["bitat"]] == pytest.approx([40.0, 100.0])
     assert [(r["budget"], r["leader"]) for r in page["leaders"]] == [(1.0, "reactnet"), (4.0, "bitat")]
     assert page["leaders"][1]["lead_points"] == pytest.approx(2.0)
+    assert (page["leaders"][1]["val_leader"], page["leaders"][1]["val_lead_points"]) == ("bitat", pytest.approx(2.0))
     assert "ste_kd" not in page["curves"]
 
 
