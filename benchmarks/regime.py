@@ -57,15 +57,29 @@ def build(runs, methods):
         if reference is None:  # no 1x run: no step times to derive seconds from
             continue
         timing = reference["figures"]["timing"]
-        sitting[method] = {"cpu": reference["figures"].get("cpu"), "commit": reference.get("commit"),
+        sitting[method] = {**_provenance(runs, method, reference),
                            "seconds_outside_steps": timing["wall_seconds"] - timing["training_seconds"]}
         curves[method] = [_point(budget, record, timing) for budget, record in sorted(by_budget.items())]
     fp = _fp_accuracy(runs, records)
     return {"curves": curves, "labels": {m: bench.LABELS[m] for m in curves}, "fp_test_accuracy": fp,
             "leaders": leaders(curves), "equal_time": equal_time(curves), "sitting": sitting,
-            "one_sitting": len({json.dumps(s["cpu"], sort_keys=True) for s in sitting.values()}) <= 1,
+            "one_sitting": len({json.dumps([s["cpu"], s["platform"]], sort_keys=True)
+                                for s in sitting.values()}) <= 1,
             "command": budgets._commands({m: [{"budget": p["budget"]} for p in pts] for m, pts in curves.items()},
                                          "standard", "quick")}
+
+
+def _provenance(runs, method, reference):
+    """The CPU (model, flags) a method's 1x run measured its step times on, and the commit and platform its
+    run summary records."""
+    summary_path = os.path.join(runs, method, "x1", "summary.json")
+    summary = {}
+    if os.path.exists(summary_path):
+        with open(summary_path) as f:
+            summary = json.load(f)
+    figures = reference["figures"]
+    return {"cpu": {"model": figures.get("cpu_model"), "flags": figures.get("cpu_flags")},
+            "commit": summary.get("commit"), "platform": (summary.get("machine") or {}).get("platform")}
 
 
 def _records(runs, methods):

@@ -84,9 +84,9 @@ _RUNTIMES = {"lce": "LCE's interpreter", "tflite": "tf.lite.Interpreter"}
 
 
 def check_front(model, binary_layers, convert, *, what, rtol=1e-3, atol=1e-5):
-    """The full-precision layers in front of the first of `binary_layers` (layers of `model`), converted by `convert` (model -> flatbuffer)
-    alone and run in LCE's interpreter, must give Keras' values within `atol + rtol * max|value|`, else
-    `ExportError` naming them.
+    """The full-precision layers in front of the first of `binary_layers` (layers of `model`), converted alone
+    by `convert` (model -> flatbuffer) and run in LCE's interpreter, must give Keras' values within
+    `atol + rtol * max|value|`, else `ExportError` naming them.
 
     `check_runs` compares whole outputs, which a model whose output barely depends on its input (random
     weights, a head that saturates) cannot tell apart; the front feeds every later sign and has no sign of

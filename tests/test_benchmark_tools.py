@@ -205,7 +205,8 @@ def test_regime_page_derives_time_from_steps_at_the_1x_step_times_and_names_each
                   "training_seconds": 0.2 * steps}
         (folder / f"{method}.json").write_text(json.dumps({"figures": {
             "label": method, "budget_steps": steps, "binarize_seconds": seconds, "val_accuracy": test,
-            "test_accuracy": test, "config": {}, "timing": timing}}))
+            "test_accuracy": test, "config": {}, "timing": timing, "cpu_model": "AMD EPYC"}}))
+        (folder / "summary.json").write_text(json.dumps({"commit": "abc", "machine": {"platform": f"vm-{method}"}}))
     write("reactnet", 1, 100, 0.60, 30.0)  # 20 s of steps, 10 s outside them
     write("reactnet", 4, 400, 0.70, 9999.0)  # resumed: its own seconds are not read
     write("bitat", 1, 100, 0.40, 40.0)
@@ -217,6 +218,8 @@ def test_regime_page_derives_time_from_steps_at_the_1x_step_times_and_names_each
     assert page["leaders"][1]["lead_points"] == pytest.approx(2.0)
     assert (page["leaders"][1]["val_leader"], page["leaders"][1]["val_lead_points"]) == ("bitat", pytest.approx(2.0))
     assert "ste_kd" not in page["curves"]
+    assert page["sitting"]["bitat"]["platform"] == "vm-bitat" and page["sitting"]["bitat"]["cpu"]["model"] == "AMD EPYC"
+    assert not page["one_sitting"]  # the two 1x runs name two platforms
 
 
 def test_starvation_runs_on_fewer_blocks_sit_beside_the_three_block_runs_with_their_own_command(tmp_path):
