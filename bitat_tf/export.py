@@ -64,8 +64,8 @@ def export_lce(model, path=None, *, dense="conv", int8_calibration=None, int8_la
     why; and the file must run in LCE's interpreter and give the Keras model's output on one input, and the
     full-precision layers before the first signs, converted alone, must give Keras' values
     (`export_parity.check_front`), else `ExportError`. A channel whose scale alpha is 0 has no binary form
-    in LCE; when a BatchNormalization alone reads the layer, the export gives the channel an exact binary equivalent (see
-    `export_checks.absorb_zero_scales`) and the model passed in is left as it is.
+    in LCE; when a BatchNormalization alone reads the layer, the export gives the channel an exact binary
+    equivalent (see `export_checks.absorb_zero_scales`) and the model passed in is left as it is.
 
     # Arguments
         dense: "conv" computes each binarized `Dense` as a 1x1 binary convolution (LCE has a binary
