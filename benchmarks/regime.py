@@ -130,7 +130,7 @@ def leaders(curves):
         for key, prefix in (("test_accuracy", ""), ("val_accuracy", "val_")):
             at = sorted(((p[key], m) for m, pts in curves.items() for p in pts if p["budget"] == budget),
                         reverse=True)
-            row.update({f"{prefix}leader": at[0][1], f"{prefix}accuracy" if prefix else key: at[0][0],
+            row.update({f"{prefix}leader": at[0][1], key: at[0][0],
                         f"{prefix}lead_over": at[1][1] if len(at) > 1 else None,
                         f"{prefix}lead_points": 100 * (at[0][0] - at[1][0]) if len(at) > 1 else None,
                         "methods": len(at)})
@@ -169,7 +169,7 @@ def markdown(page):
     for row in page["leaders"]:
         said = []
         for split, prefix, key in (("validation", "val_", "val_accuracy"), ("test", "", "test_accuracy")):
-            over = row.get(f"{prefix}lead_over")
+            over = row[f"{prefix}lead_over"]
             lead = "" if over is None else f", {row[f'{prefix}lead_points']:.1f} points above {over}"
             said.append(f"{split} led by {row[f'{prefix}leader']} with {100 * row[key]:.1f}%{lead}")
         lines.append(f"- x{row['budget']:g} ({row['methods']} methods, one seed each): " + "; ".join(said) + ".")

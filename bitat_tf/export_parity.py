@@ -71,7 +71,7 @@ def check_runs(model, flatbuffer, *, runtime, compare=True, what, rtol=1e-2, ato
         x = inputs[0] if seed == 0 else _sample(*runner.input_specs[0], seed=seed)
         expected = np.asarray(model(x, training=False))
         got = outputs[0] if seed == 0 else runner.run([x])[0]
-        diff, bound = float(np.max(np.abs(got - expected))), atol + rtol * float(np.max(np.abs(expected)))
+        diff, bound = _gap(got, expected, rtol, atol)
         if diff <= bound:
             return
         worst = max(worst or 0.0, diff)
@@ -81,6 +81,11 @@ def check_runs(model, flatbuffer, *, runtime, compare=True, what, rtol=1e-2, ato
 
 
 _RUNTIMES = {"lce": "LCE's interpreter", "tflite": "tf.lite.Interpreter"}
+
+
+def _gap(got, expected, rtol, atol):
+    """The largest |got - expected| and what is allowed: `atol + rtol * max|expected|`."""
+    return float(np.max(np.abs(got - expected))), atol + rtol * float(np.max(np.abs(expected)))
 
 
 def check_front(model, binary_layers, convert, *, what, rtol=1e-3, atol=1e-5):
@@ -99,7 +104,7 @@ def check_front(model, binary_layers, convert, *, what, rtol=1e-3, atol=1e-5):
         runner = _Runner(convert(front), "lce")
         x = _sample(*runner.input_specs[0], seed=0)
         got, expected = runner.run([x])[0], np.asarray(front(x, training=False))
-        diff, bound = float(np.max(np.abs(got - expected))), atol + rtol * float(np.max(np.abs(expected)))
+        diff, bound = _gap(got, expected, rtol, atol)
         if not diff <= bound:
             layers = ", ".join(l.name for l in front.layers if not isinstance(l, keras.layers.InputLayer))
             raise ExportError(
